@@ -1,0 +1,62 @@
+"""Request and response bodies of the REST API."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Mode = Literal["blur", "pixelate", "fill", "erase"]
+
+
+class PointIn(BaseModel):
+    """A click: pixel coordinates on a frame; label 1 = on the object, 0 = not on it."""
+
+    model_config = ConfigDict(extra="forbid")
+    x: float = Field(ge=0)
+    y: float = Field(ge=0)
+    frame: int = Field(default=0, ge=0)
+    label: Literal[0, 1] = 1
+
+
+class BoxIn(BaseModel):
+    """An optional box around the object on one frame."""
+
+    model_config = ConfigDict(extra="forbid")
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    frame: int = Field(default=0, ge=0)
+
+
+class OptionsIn(BaseModel):
+    """Effect options."""
+
+    model_config = ConfigDict(extra="forbid")
+    margin_px: int = Field(default=8, ge=0, le=256)
+    blur_kernel: int = Field(default=99, ge=3, le=255)
+    export_masks: bool = True
+
+
+class SegmentIn(BaseModel):
+    """``POST /api/v1/segment``: a single ``point`` or a list of ``points`` (at least one positive)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    video_id: str = Field(alias="videoId", min_length=1, max_length=64)
+    point: PointIn | None = None
+    points: list[PointIn] | None = Field(default=None, max_length=64)
+    box: BoxIn | None = None
+    mode: Mode = "blur"
+    options: OptionsIn = OptionsIn()
+
+    @model_validator(mode="after")
+    def _one_positive_point(self) -> "SegmentIn":
+        pts = self.all_points()
+        if not any(p.label == 1 for p in pts):
+            raise ValueError("give at least one point on the object: 'point' or 'points' with label 1")
+        return self
+
+    def all_points(self) -> list[PointIn]:
+        """``point`` and ``points`` together."""
+        return ([self.point] if self.point else []) + list(self.points or [])

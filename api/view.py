@@ -1,0 +1,195 @@
+"""The API's read model: job snapshots from the compacted status topic, and videos from the
+upload and validation topics.
+
+A background thread reads those topics from the beginning (no consumer group: every API
+replica reads everything, so replicas answer alike), then follows them. Tansu never compacts,
+so tombstones (null values) are applied here, not left to the broker. Reads are served from
+memory. ``ready`` turns true once the thread has caught up with the end offsets that existed
+when it started.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from schemas import serde
+from schemas.topics import JOB_STATUS, VIDEO_UPLOADED, VIDEO_VALIDATED, schema_by_topic
+from tapmask.settings import Settings
+
+VIEW_TOPICS = (JOB_STATUS, VIDEO_UPLOADED, VIDEO_VALIDATED)
+
+
+@dataclass
+class VideoRecord:
+    """What the API knows of one video."""
+
+    video_id: str
+    owner_id: str
+    filename: str
+    size_bytes: int
+    s3_bucket: str
+    s3_key: str
+    uploaded_at: int
+    state: str = "validating"  # validating | valid | rejected
+    reason: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass
+class StatusView:
+    """In-memory job and video state, kept up to date from Kafka."""
+
+    settings: Settings
+    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    videos: dict[str, VideoRecord] = field(default_factory=dict)
+    # Jobs this replica accepted whose first snapshot has not come back yet (read-your-writes).
+    pending_jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ready: bool = False
+    records_applied: int = 0
+    decode_errors: int = 0
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    def start(self) -> None:
+        """Start following the topics in a daemon thread."""
+        self._thread = threading.Thread(target=self._run, name="status-view", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread."""
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+
+    def _consumer(self) -> Consumer:
+        return Consumer(
+            {
+                "bootstrap.servers": self.settings.kafka_bootstrap,
+                "group.id": "tapmask-api-view-unused",  # required by librdkafka; never joined or committed
+                "enable.auto.commit": False,
+                "client.id": f"{self.settings.kafka_client_id}-api-view",
+            }
+        )
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._follow()
+            except Exception:  # broker away: retry after a pause, keep serving what we have
+                time.sleep(1.0)
+
+    def _follow(self) -> None:
+        consumer = self._consumer()
+        try:
+            names = {self.settings.topic(t): t for t in VIEW_TOPICS}
+            metadata = consumer.list_topics(timeout=10)
+            partitions: list[TopicPartition] = []
+            for real in names:
+                topic_md = metadata.topics.get(real)
+                if topic_md is None or topic_md.error is not None:
+                    raise RuntimeError(f"topic {real} missing")
+                partitions += [TopicPartition(real, p, OFFSET_BEGINNING) for p in topic_md.partitions]
+            # The end offsets at start: once reached everywhere, the view is ready.
+            remaining: dict[tuple[str, int], int] = {}
+            for tp in partitions:
+                low, high = consumer.get_watermark_offsets(tp, timeout=10)
+                if high > low:
+                    remaining[(tp.topic, tp.partition)] = high
+            consumer.assign(partitions)
+            if not remaining:
+                self.ready = True
+            while not self._stop.is_set():
+                batch = consumer.consume(num_messages=500, timeout=0.2)
+                for msg in batch:
+                    if msg.error():
+                        continue
+                    self._apply(names.get(msg.topic(), msg.topic()), msg.key(), msg.value())
+                    goal = remaining.get((msg.topic(), msg.partition()))
+                    if goal is not None and msg.offset() + 1 >= goal:
+                        del remaining[(msg.topic(), msg.partition())]
+                        if not remaining:
+                            self.ready = True
+        finally:
+            consumer.close()
+
+    # ---- folding records -----------------------------------------------------------------
+    def _apply(self, topic: str, key: bytes | None, value: bytes | None) -> None:
+        with self._changed:
+            self.records_applied += 1
+            try:
+                if topic == JOB_STATUS:
+                    job_id = key.decode() if key else ""
+                    if value is None:  # tombstone: the job was deleted
+                        self.jobs.pop(job_id, None)
+                        self.pending_jobs.pop(job_id, None)
+                    else:
+                        snap = serde.decode(schema_by_topic()[JOB_STATUS], value)
+                        self.jobs[snap["job_id"]] = snap
+                        self.pending_jobs.pop(snap["job_id"], None)
+                elif topic == VIDEO_UPLOADED and value is not None:
+                    self._apply_uploaded(serde.decode(schema_by_topic()[VIDEO_UPLOADED], value))
+                elif topic == VIDEO_VALIDATED and value is not None:
+                    self._apply_validated(serde.decode(schema_by_topic()[VIDEO_VALIDATED], value))
+            except serde.SerdeError:
+                self.decode_errors += 1
+            self._changed.notify_all()
+
+    def _apply_uploaded(self, ev: dict[str, Any]) -> None:
+        if ev["video_id"] in self.videos:
+            return
+        self.videos[ev["video_id"]] = VideoRecord(
+            video_id=ev["video_id"],
+            owner_id=ev["owner_id"],
+            filename=ev["filename"],
+            size_bytes=ev["size_bytes"],
+            s3_bucket=ev["s3_bucket"],
+            s3_key=ev["s3_key"],
+            uploaded_at=ev["occurred_at"],
+        )
+
+    def _apply_validated(self, ev: dict[str, Any]) -> None:
+        video = self.videos.get(ev["video_id"])
+        if video is None:
+            return
+        video.state = "valid" if ev["valid"] else "rejected"
+        video.reason = ev.get("reason")
+        video.metadata = ev.get("metadata")
+
+    # ---- reads -----------------------------------------------------------------------------
+    def note_uploaded(self, event: dict[str, Any]) -> None:
+        """Record an upload this replica just published, before it comes back from Kafka."""
+        with self._changed:
+            self._apply_uploaded(event)
+
+    def note_pending_job(self, snapshot: dict[str, Any]) -> None:
+        """Record a job this replica just accepted, until the status agent's snapshot arrives."""
+        with self._changed:
+            if snapshot["job_id"] not in self.jobs:
+                self.pending_jobs[snapshot["job_id"]] = snapshot
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        """The latest snapshot of a job, or None."""
+        with self._lock:
+            return self.jobs.get(job_id) or self.pending_jobs.get(job_id)
+
+    def video(self, video_id: str) -> VideoRecord | None:
+        """What is known of a video, or None."""
+        with self._lock:
+            return self.videos.get(video_id)
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Block until the view has caught up (or the timeout passes)."""
+        deadline = time.monotonic() + timeout_s
+        while not self.ready and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.ready

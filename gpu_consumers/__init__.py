@@ -1,0 +1,1 @@
+"""GPU consumers: the consumer-group runner and the video engine."""

@@ -1,0 +1,1 @@
+"""The Faust app and its agents: validation, quota, the job-status writer."""

@@ -1,0 +1,97 @@
+"""The validation agents.
+
+``validate_uploads``: probes each uploaded video in S3 (ranged reads) and publishes
+``video.validated`` with its metadata or a readable rejection; keeps the metadata in a
+global table every worker can read.
+
+``validate_requests``: checks each segmentation request against that metadata (points inside
+the frame, frames in range, a known and valid video) and passes it on to the quota agent as a
+complete job spec, or fails the job with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import structlog
+
+from processors.app import app, decode, emit, settings, topic
+from processors.probe import ProbeRejected, probe_video
+from schemas.topics import JOB_COMPLETED, SEGMENT_ACCEPTED, SEGMENT_REQUESTED, VIDEO_UPLOADED, VIDEO_VALIDATED
+from tapmask.events import envelope, job_failed
+from tapmask.storage import S3RangeReader, s3_client
+
+log = structlog.get_logger()
+
+videos = app.GlobalTable("video-metadata", default=None, partitions=8, value_serializer="json")
+METADATA_WAIT_S = 15.0  # the API only accepts requests for validated videos, so this is lag only
+
+
+def _probe_in_s3(bucket: str, key: str, container: str) -> dict[str, Any]:
+    reader = S3RangeReader(s3_client(settings), bucket, key)
+    return probe_video(reader, container)
+
+
+@app.agent(topic(VIDEO_UPLOADED))
+async def validate_uploads(stream):  # type: ignore[no-untyped-def]
+    """Probe each upload; publish its metadata or why it was rejected."""
+    async for value in stream:
+        up = decode(VIDEO_UPLOADED, value)
+        try:
+            meta = await asyncio.to_thread(_probe_in_s3, up["s3_bucket"], up["s3_key"], up["container"])
+            verdict: dict[str, Any] = {"valid": True, "reason": None, "metadata": meta}
+        except ProbeRejected as exc:
+            verdict = {"valid": False, "reason": str(exc), "metadata": None}
+        videos[up["video_id"]] = verdict | {"owner_id": up["owner_id"], "s3_bucket": up["s3_bucket"], "s3_key": up["s3_key"]}
+        await emit(VIDEO_VALIDATED, up["video_id"], envelope(up.get("correlation_id")) | {
+            "video_id": up["video_id"], "owner_id": up["owner_id"], **verdict,
+        })
+        log.info("video.validated", video_id=up["video_id"], valid=verdict["valid"], reason=verdict["reason"])
+
+
+def request_problem(req: dict[str, Any], video: dict[str, Any] | None) -> str | None:
+    """Why a segmentation request cannot run on this video, or None when it can."""
+    if video is None:
+        return "the video is unknown or was not validated"
+    if video["owner_id"] != req["owner_id"]:
+        return "the video belongs to another user"
+    if not video["valid"]:
+        return f"the video was rejected: {video['reason']}"
+    meta = video["metadata"]
+    prompts = list(req["points"]) + ([req["box"]] if req.get("box") else [])
+    for p in req["points"]:
+        if not (0 <= p["x"] < meta["width"] and 0 <= p["y"] < meta["height"]):
+            return f"point ({p['x']:g}, {p['y']:g}) is outside the {meta['width']}x{meta['height']} frame"
+    for p in prompts:
+        if not 0 <= p["frame"] < meta["frame_count"]:
+            return f"frame {p['frame']} is past the end of the video ({meta['frame_count']} frames)"
+    if not any(p["label"] == 1 for p in req["points"]):
+        return "no point on the object (label 1) was given"
+    return None
+
+
+async def _video_metadata(video_id: str) -> dict[str, Any] | None:
+    deadline = time.monotonic() + METADATA_WAIT_S
+    while (video := videos.get(video_id)) is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    return video
+
+
+@app.agent(topic(SEGMENT_REQUESTED))
+async def validate_requests(stream):  # type: ignore[no-untyped-def]
+    """Forward valid requests to quota as job specs; fail the others with the reason."""
+    async for value in stream:
+        req = decode(SEGMENT_REQUESTED, value)
+        video = await _video_metadata(req["video_id"])
+        problem = request_problem(req, video)
+        if problem is not None:
+            await emit(JOB_COMPLETED, req["job_id"], job_failed(req, "invalid_request", problem))
+            continue
+        spec = {k: req[k] for k in ("job_id", "video_id", "owner_id", "tier", "points", "box", "mode", "options", "correlation_id")}
+        spec |= envelope(req.get("correlation_id")) | {
+            "s3_bucket": video["s3_bucket"], "video_key": video["s3_key"], "video": video["metadata"],
+            "max_output_height": None if req["tier"] == "pro" else 1080, "attempt": 1,
+        }
+        await emit(SEGMENT_ACCEPTED, req["owner_id"], spec)
