@@ -49,6 +49,8 @@ class StatusView:
     videos: dict[str, VideoRecord] = field(default_factory=dict)
     # Jobs this replica accepted whose first snapshot has not come back yet (read-your-writes).
     pending_jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Verdicts read before their upload event (the two topics are read in no fixed order).
+    early_verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)
     ready: bool = False
     records_applied: int = 0
     decode_errors: int = 0
@@ -156,10 +158,14 @@ class StatusView:
             s3_key=ev["s3_key"],
             uploaded_at=ev["occurred_at"],
         )
+        early = self.early_verdicts.pop(ev["video_id"], None)
+        if early is not None:
+            self._apply_validated(early)
 
     def _apply_validated(self, ev: dict[str, Any]) -> None:
         video = self.videos.get(ev["video_id"])
         if video is None:
+            self.early_verdicts[ev["video_id"]] = ev
             return
         video.state = "valid" if ev["valid"] else "rejected"
         video.reason = ev.get("reason")

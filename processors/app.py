@@ -8,16 +8,21 @@ Faust; ours come from infra/topics.toml and are never re-declared here.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from functools import lru_cache
 from typing import Any
 
 import faust
+import structlog
 
 from schemas import serde
-from schemas.topics import load_topic_specs, schema_by_topic
+from schemas.topics import DLQ, load_topic_specs, schema_by_topic
+from tapmask.events import envelope
 from tapmask.settings import get_settings
 
 settings = get_settings()
+log = structlog.get_logger()
 _partitions = {t.name: t.partitions for t in load_topic_specs()}
 
 app = faust.App(
@@ -51,6 +56,11 @@ def topic(name: str) -> faust.TopicT:
     )
 
 
+def json_schema() -> faust.Schema:
+    """Table keys and values as JSON (job snapshots, quota counts, video metadata)."""
+    return faust.Schema(key_type=str, value_type=None, key_serializer="json", value_serializer="json")
+
+
 def decode(name: str, value: bytes) -> dict[str, Any]:
     """Decode an event read from topic ``name``."""
     return serde.decode(schema_by_topic()[name], value)
@@ -62,6 +72,45 @@ async def emit(name: str, key: str, record: dict[str, Any] | None) -> None:
     value = None if record is None else serde.encode(schema, record)
     fut = await topic(name).send(key=key.encode(), value=value, headers={serde.HEADER_SCHEMA: schema.encode()})
     await fut  # resolves once the broker acknowledged the record
+
+
+RETRY_DELAYS_S = (2.0, 4.0)  # DESIGN: 2 s, x2, 3 attempts in all
+
+
+async def guarded(service: str, event: Any, topic_name: str, handler: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+    """Decode ``event`` and run ``handler`` on it so that nothing blocks the partition.
+
+    An undecodable event goes straight to the dead-letter topic. Any other failure is retried
+    with exponential backoff (2 s, 4 s); the third failure dead-letters the event, with the
+    reason, and the agent moves on. Handlers are idempotent, so a retry is safe.
+    """
+    msg = event.message
+    try:
+        record = decode(topic_name, event.value)
+    except serde.SerdeError as exc:
+        await dead_letter(service, msg, f"undecodable event: {exc}", attempts=1)
+        return
+    for attempt in range(len(RETRY_DELAYS_S) + 1):
+        try:
+            await handler(record)
+            return
+        except Exception as exc:  # noqa: BLE001 - every failure is retried, then dead-lettered
+            if attempt == len(RETRY_DELAYS_S):
+                log.exception("agent.dead_letter", service=service, topic=msg.topic, offset=msg.offset)
+                await dead_letter(service, msg, f"{type(exc).__name__}: {exc}", attempts=attempt + 1)
+                return
+            log.warning("agent.retry", service=service, error=str(exc), attempt=attempt + 1)
+            await asyncio.sleep(RETRY_DELAYS_S[attempt])
+
+
+async def dead_letter(service: str, msg: Any, error: str, attempts: int) -> None:
+    """Park an event on the dead-letter topic with where it came from and why."""
+    key = msg.key.decode("utf-8", "replace") if isinstance(msg.key, bytes) else str(msg.key or "")
+    await emit(DLQ, key, envelope() | {
+        "service": service, "original_topic": msg.topic, "original_partition": msg.partition,
+        "original_offset": msg.offset, "original_key": msg.key, "original_value": msg.value,
+        "error": error[:2000], "attempts": attempts,
+    })
 
 
 # Register the agents (import for their side effect on `app`).

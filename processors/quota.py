@@ -11,11 +11,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from processors.app import app, decode, emit, settings, topic
+from processors.app import app, emit, guarded, json_schema, settings, topic
 from schemas.topics import JOB_COMPLETED, JOB_QUEUED, SEGMENT_ACCEPTED
 from tapmask.events import envelope, job_failed
 
-usage = app.Table("quota-usage", default=None, partitions=8, value_serializer="json")
+usage = app.Table("quota-usage", default=None, partitions=8, schema=json_schema())
 
 
 def month_of(epoch_ms: int) -> str:
@@ -35,18 +35,21 @@ def decide(spec: dict[str, Any], used: dict[str, Any] | None, free_limit: int) -
     return True, {"count": used["count"] + 1, "jobs": (used["jobs"] + [spec["job_id"]])[-max(free_limit, 1) * 2 :]}
 
 
+async def _apply_quota(spec: dict[str, Any]) -> None:
+    key = f"{spec['owner_id']}:{month_of(spec['occurred_at'])}"
+    allowed, new_usage = decide(spec, usage.get(key), settings.free_jobs_per_month)
+    if not allowed:
+        limit = settings.free_jobs_per_month
+        await emit(JOB_COMPLETED, spec["job_id"], job_failed(
+            spec, "quota_exceeded", f"the free tier allows {limit} jobs a month; upgrade to Pro or wait for the 1st", spec["attempt"]))
+        return
+    if new_usage is not None:  # count first: a redelivery then finds the job counted
+        usage[key] = new_usage
+    await emit(JOB_QUEUED, spec["job_id"], spec | envelope(spec.get("correlation_id")))
+
+
 @app.agent(topic(SEGMENT_ACCEPTED))
 async def enforce_quota(stream):  # type: ignore[no-untyped-def]
     """Queue the job, or fail it with quota_exceeded."""
-    async for value in stream:
-        spec = decode(SEGMENT_ACCEPTED, value)
-        key = f"{spec['owner_id']}:{month_of(spec['occurred_at'])}"
-        allowed, new_usage = decide(spec, usage[key], settings.free_jobs_per_month)
-        if not allowed:
-            limit = settings.free_jobs_per_month
-            await emit(JOB_COMPLETED, spec["job_id"], job_failed(
-                spec, "quota_exceeded", f"the free tier allows {limit} jobs a month; upgrade to Pro or wait for the 1st", spec["attempt"]))
-            continue
-        if new_usage is not None:  # count first: a redelivery then finds the job counted
-            usage[key] = new_usage
-        await emit(JOB_QUEUED, spec["job_id"], spec | envelope(spec.get("correlation_id")))
+    async for event in stream.events():
+        await guarded("quota", event, SEGMENT_ACCEPTED, _apply_quota)

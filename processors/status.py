@@ -8,9 +8,11 @@ snapshots so a restarted worker resumes where it stopped.
 
 from __future__ import annotations
 
+from typing import Any
+
 import structlog
 
-from processors.app import app, decode, emit, topic
+from processors.app import app, emit, guarded, json_schema, topic
 from processors.status_fold import fold
 from schemas.topics import JOB_COMPLETED, JOB_PROGRESS, JOB_STATUS, SEGMENT_REQUESTED
 
@@ -18,7 +20,7 @@ log = structlog.get_logger()
 
 KIND_BY_TOPIC = {SEGMENT_REQUESTED: "requested", JOB_PROGRESS: "progress", JOB_COMPLETED: "completed"}
 
-snapshots = app.Table("job-snapshots", default=None, partitions=8, value_type=None, value_serializer="json")
+snapshots = app.Table("job-snapshots", default=None, partitions=8, schema=json_schema())
 
 status_inputs = app.topic(
     *[topic(name).get_topic_name() for name in KIND_BY_TOPIC],
@@ -33,16 +35,25 @@ def _logical(real_topic: str) -> str:
     raise KeyError(real_topic)
 
 
+def _folder(kind: str):  # type: ignore[no-untyped-def]
+    async def apply(record: dict[str, Any]) -> None:
+        job_id = record["job_id"]
+        new = fold(snapshots.get(job_id), kind, record)
+        if new is None:
+            return
+        await emit(JOB_STATUS, job_id, new)
+        snapshots[job_id] = new
+        log.info("status.changed", job_id=job_id, state=new["state"], percent=new["percent"])
+
+    return apply
+
+
+FOLDERS = {name: _folder(kind) for name, kind in KIND_BY_TOPIC.items()}
+
+
 @app.agent(status_inputs)
 async def write_status(stream):  # type: ignore[no-untyped-def]
     """Fold each job event into its snapshot; publish the snapshot when it changed."""
     async for event in stream.events():
         name = _logical(event.message.topic)
-        record = decode(name, event.value)
-        job_id = record["job_id"]
-        new = fold(snapshots[job_id], KIND_BY_TOPIC[name], record)
-        if new is None:
-            continue
-        await emit(JOB_STATUS, job_id, new)
-        snapshots[job_id] = new
-        log.info("status.changed", job_id=job_id, state=new["state"], percent=new["percent"])
+        await guarded("status", event, name, FOLDERS[name])

@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from processors.app import app, decode, emit, settings, topic
+from processors.app import app, emit, guarded, json_schema, settings, topic
 from processors.probe import ProbeRejected, probe_video
 from schemas.topics import JOB_COMPLETED, SEGMENT_ACCEPTED, SEGMENT_REQUESTED, VIDEO_UPLOADED, VIDEO_VALIDATED
 from tapmask.events import envelope, job_failed
@@ -25,7 +25,7 @@ from tapmask.storage import S3RangeReader, s3_client
 
 log = structlog.get_logger()
 
-videos = app.GlobalTable("video-metadata", default=None, partitions=8, value_serializer="json")
+videos = app.GlobalTable("video-metadata", default=None, partitions=8, schema=json_schema())
 METADATA_WAIT_S = 15.0  # the API only accepts requests for validated videos, so this is lag only
 
 
@@ -34,21 +34,24 @@ def _probe_in_s3(bucket: str, key: str, container: str) -> dict[str, Any]:
     return probe_video(reader, container)
 
 
+async def _validate_upload(up: dict[str, Any]) -> None:
+    try:
+        meta = await asyncio.to_thread(_probe_in_s3, up["s3_bucket"], up["s3_key"], up["container"])
+        verdict: dict[str, Any] = {"valid": True, "reason": None, "metadata": meta}
+    except ProbeRejected as exc:
+        verdict = {"valid": False, "reason": str(exc), "metadata": None}
+    videos[up["video_id"]] = verdict | {"owner_id": up["owner_id"], "s3_bucket": up["s3_bucket"], "s3_key": up["s3_key"]}
+    await emit(VIDEO_VALIDATED, up["video_id"], envelope(up.get("correlation_id")) | {
+        "video_id": up["video_id"], "owner_id": up["owner_id"], **verdict,
+    })
+    log.info("video.validated", video_id=up["video_id"], valid=verdict["valid"], reason=verdict["reason"])
+
+
 @app.agent(topic(VIDEO_UPLOADED))
 async def validate_uploads(stream):  # type: ignore[no-untyped-def]
     """Probe each upload; publish its metadata or why it was rejected."""
-    async for value in stream:
-        up = decode(VIDEO_UPLOADED, value)
-        try:
-            meta = await asyncio.to_thread(_probe_in_s3, up["s3_bucket"], up["s3_key"], up["container"])
-            verdict: dict[str, Any] = {"valid": True, "reason": None, "metadata": meta}
-        except ProbeRejected as exc:
-            verdict = {"valid": False, "reason": str(exc), "metadata": None}
-        videos[up["video_id"]] = verdict | {"owner_id": up["owner_id"], "s3_bucket": up["s3_bucket"], "s3_key": up["s3_key"]}
-        await emit(VIDEO_VALIDATED, up["video_id"], envelope(up.get("correlation_id")) | {
-            "video_id": up["video_id"], "owner_id": up["owner_id"], **verdict,
-        })
-        log.info("video.validated", video_id=up["video_id"], valid=verdict["valid"], reason=verdict["reason"])
+    async for event in stream.events():
+        await guarded("validation", event, VIDEO_UPLOADED, _validate_upload)
 
 
 def request_problem(req: dict[str, Any], video: dict[str, Any] | None) -> str | None:
@@ -79,19 +82,22 @@ async def _video_metadata(video_id: str) -> dict[str, Any] | None:
     return video
 
 
+async def _validate_request(req: dict[str, Any]) -> None:
+    video = await _video_metadata(req["video_id"])
+    problem = request_problem(req, video)
+    if problem is not None:
+        await emit(JOB_COMPLETED, req["job_id"], job_failed(req, "invalid_request", problem))
+        return
+    spec = {k: req[k] for k in ("job_id", "video_id", "owner_id", "tier", "points", "box", "mode", "options")}
+    spec |= envelope(req.get("correlation_id")) | {
+        "s3_bucket": video["s3_bucket"], "video_key": video["s3_key"], "video": video["metadata"],
+        "max_output_height": None if req["tier"] == "pro" else 1080, "attempt": 1,
+    }
+    await emit(SEGMENT_ACCEPTED, req["owner_id"], spec)
+
+
 @app.agent(topic(SEGMENT_REQUESTED))
 async def validate_requests(stream):  # type: ignore[no-untyped-def]
     """Forward valid requests to quota as job specs; fail the others with the reason."""
-    async for value in stream:
-        req = decode(SEGMENT_REQUESTED, value)
-        video = await _video_metadata(req["video_id"])
-        problem = request_problem(req, video)
-        if problem is not None:
-            await emit(JOB_COMPLETED, req["job_id"], job_failed(req, "invalid_request", problem))
-            continue
-        spec = {k: req[k] for k in ("job_id", "video_id", "owner_id", "tier", "points", "box", "mode", "options", "correlation_id")}
-        spec |= envelope(req.get("correlation_id")) | {
-            "s3_bucket": video["s3_bucket"], "video_key": video["s3_key"], "video": video["metadata"],
-            "max_output_height": None if req["tier"] == "pro" else 1080, "attempt": 1,
-        }
-        await emit(SEGMENT_ACCEPTED, req["owner_id"], spec)
+    async for event in stream.events():
+        await guarded("validation", event, SEGMENT_REQUESTED, _validate_request)

@@ -14,6 +14,7 @@ import io
 import json
 import struct
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ SCHEMA_DIR = Path(__file__).parent / "avro"
 RELEASED_DIR = Path(__file__).parent / "released"
 MAGIC = b"\xc3\x01"
 HEADER_SCHEMA = "tapmask-schema"
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 class SerdeError(ValueError):
@@ -95,9 +97,22 @@ def decode(schema_name: str, data: bytes) -> dict[str, Any]:
         raise SerdeError(f"unknown writer schema fingerprint {fp.hex()}")
     reader = current_schemas()[schema_name]
     try:
-        return fastavro.schemaless_reader(io.BytesIO(data[10:]), writer.parsed, reader.parsed)
+        record = fastavro.schemaless_reader(io.BytesIO(data[10:]), writer.parsed, reader.parsed)
     except Exception as exc:  # fastavro raises several types for corrupt bodies
         raise SerdeError(f"cannot decode {schema_name} from {writer.name}: {exc}") from exc
+    return _epoch_millis(record)
+
+
+def _epoch_millis(value: Any) -> Any:
+    """fastavro reads timestamp-millis as datetime; TapMask code works in epoch milliseconds."""
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return (aware - EPOCH) // timedelta(milliseconds=1)
+    if isinstance(value, dict):
+        return {k: _epoch_millis(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_epoch_millis(v) for v in value]
+    return value
 
 
 def decode_any(data: bytes) -> tuple[str, dict[str, Any]]:
