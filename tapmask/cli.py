@@ -66,6 +66,28 @@ def dev_status() -> None:
         raise typer.Exit(1)
 
 
+@app.command("init")
+def init() -> None:
+    """Create the topics of infra/topics.toml and the bucket on the configured servers
+    (production and docker-compose; `dev up` does this itself)."""
+    from botocore.exceptions import ClientError
+
+    from schemas.topics import load_topic_specs
+    from tapmask.storage import s3_client
+    from tapmask.topics_admin import ensure_topics
+
+    settings = get_settings()
+    results = ensure_topics(settings.kafka_bootstrap, load_topic_specs(), prefix=settings.topic_prefix)
+    console.print(f"topics: {sum(r.created for r in results)} created, {sum(not r.created for r in results)} already there")
+    s3 = s3_client(settings)
+    try:
+        s3.head_bucket(Bucket=settings.s3_bucket)
+        console.print(f"bucket {settings.s3_bucket}: already there")
+    except ClientError:
+        s3.create_bucket(Bucket=settings.s3_bucket)
+        console.print(f"bucket {settings.s3_bucket}: created")
+
+
 @app.command("demo")
 def demo(
     out: Path = typer.Option(Path("out"), help="folder for the sample clip and the result"),

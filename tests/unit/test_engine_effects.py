@@ -1,0 +1,100 @@
+"""Effects on plain numpy frames: untouched outside mask+margin+feather, working inside."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from gpu_consumers.engine.effects import (
+    MODES,
+    apply_blur,
+    apply_effect,
+    apply_fill,
+    apply_pixelate,
+    soft_alpha,
+)
+from gpu_consumers.engine.errors import UnsupportedMode
+
+H, W = 120, 200
+MARGIN, FEATHER = 8, 6
+
+
+@pytest.fixture
+def frame() -> np.ndarray:
+    return np.random.default_rng(1).integers(0, 256, (H, W, 3), dtype=np.uint8)
+
+
+@pytest.fixture
+def mask() -> np.ndarray:
+    m = np.zeros((H, W), np.uint8)
+    cv2.ellipse(m, (70, 60), (25, 15), 30, 0, 360, 255, -1)
+    m[20:30, 150:160] = 255  # a second, separate blob
+    return m
+
+
+def _distance_to_mask(mask: np.ndarray) -> np.ndarray:
+    return cv2.distanceTransform((mask == 0).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_pixels_outside_reach_are_bit_identical(mode, frame, mask):
+    before = frame.copy()
+    out = apply_effect(mode, frame, mask, margin_px=MARGIN, feather_px=FEATHER, blur_kernel=99)
+    assert np.array_equal(frame, before), "the input frame must not be modified"
+    far = _distance_to_mask(mask) > MARGIN + FEATHER + 2
+    assert far.sum() > 0.5 * H * W
+    assert np.array_equal(out[far], frame[far])
+    inside = mask > 0
+    assert np.abs(out[inside].astype(int) - frame[inside]).mean() > 20
+
+
+def test_touching_the_frame_edge_is_fine(frame):
+    mask = np.zeros((H, W), np.uint8)
+    cv2.circle(mask, (2, H - 3), 20, 255, -1)
+    out = apply_blur(frame, mask, margin_px=MARGIN, feather_px=FEATHER)
+    far = _distance_to_mask(mask) > MARGIN + FEATHER + 2
+    assert np.array_equal(out[far], frame[far])
+    assert not np.array_equal(out[mask > 0], frame[mask > 0])
+
+
+def test_blur_on_region_equals_blur_of_whole_frame_inside_the_mask(frame, mask):
+    out = apply_blur(frame, mask, kernel=31, margin_px=MARGIN, feather_px=FEATHER)
+    full = cv2.GaussianBlur(frame, (31, 31), 0)
+    inside = mask > 0
+    assert np.abs(out[inside].astype(int) - full[inside]).max() <= 1
+    lap_in = cv2.Laplacian(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), cv2.CV_64F)[inside].var()
+    lap_out = cv2.Laplacian(cv2.cvtColor(out, cv2.COLOR_BGR2GRAY), cv2.CV_64F)[inside].var()
+    assert lap_out < 0.05 * lap_in
+
+
+def test_feather_blends_between_margin_and_outside(frame, mask):
+    alpha, (rows, cols) = soft_alpha(mask, MARGIN, FEATHER)
+    dist = _distance_to_mask(mask)[rows, cols]
+    assert (alpha[mask[rows, cols] > 0] == 1).all()
+    ring = (dist > MARGIN + 1) & (dist < MARGIN + FEATHER - 1)
+    assert ring.any() and ((alpha[ring] > 0) & (alpha[ring] < 1)).all()
+    assert (alpha[dist > MARGIN + FEATHER + 2] == 0).all()
+
+
+def test_fill_is_exact_inside_and_pixelate_makes_blocks(frame, mask):
+    filled = apply_fill(frame, mask, color_bgr=(10, 200, 30), margin_px=MARGIN, feather_px=FEATHER)
+    assert (filled[mask > 0] == (10, 200, 30)).all()
+
+    pixelated = apply_pixelate(frame, mask, block_px=16, margin_px=MARGIN, feather_px=FEATHER)
+    inside = mask > 0
+    # Random noise has ~every value; 16x16 block means collapse it to a few dozen colours.
+    assert len(np.unique(pixelated[inside].reshape(-1, 3), axis=0)) < len(np.unique(frame[inside].reshape(-1, 3), axis=0)) / 10
+
+
+def test_empty_mask_changes_nothing(frame):
+    empty = np.zeros((H, W), np.uint8)
+    for mode in MODES:
+        assert np.array_equal(apply_effect(mode, frame, empty), frame)
+
+
+@pytest.mark.parametrize("mode", ["erase", "sparkle", ""])
+def test_unsupported_modes(mode, frame, mask):
+    with pytest.raises(UnsupportedMode) as info:
+        apply_effect(mode, frame, mask)
+    assert "blur" in str(info.value)

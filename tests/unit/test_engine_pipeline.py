@@ -1,0 +1,223 @@
+"""process_video end to end on generated clips: fidelity, blur, audio, errors, cancel."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from gpu_consumers.engine import (
+    EmptyVideo,
+    EngineError,
+    JobCancelled,
+    MaskProvider,
+    NoVideoStream,
+    Point,
+    Prompt,
+    PromptOutOfRange,
+    UndecodableVideo,
+    UnsupportedMode,
+    probe,
+    process_video,
+)
+from gpu_consumers.engine.prompts import coded_to_display
+from tapmask.samples import make_sample_clip, sample_object_center
+
+W, H, FPS = 640, 360, 25
+
+
+def _decode(path):
+    """(BGR frames, pts in seconds) of the first video stream; small clips only."""
+    with av.open(str(path)) as c:
+        frames, times = [], []
+        for f in c.decode(video=0):
+            frames.append(f.to_ndarray(format="bgr24"))
+            times.append(Fraction(f.pts) * f.time_base)
+        return frames, times
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def _sharpness(img: np.ndarray) -> float:
+    return float(cv2.Laplacian(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), cv2.CV_64F).var())
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return make_sample_clip(tmp_path_factory.mktemp("clip") / "in.mp4", seconds=2.0, width=W, height=H, fps=FPS)
+
+
+@pytest.fixture(scope="module")
+def blurred(clip, tmp_path_factory):
+    x, y = sample_object_center(0, W, H, FPS)
+    out = tmp_path_factory.mktemp("out") / "out.mp4"
+    calls = []
+    result = process_video(clip, out, Prompt([Point(x, y)]), "blur", progress=lambda *a: calls.append(a))
+    return out, result, calls, (x, y)
+
+
+def test_output_keeps_size_rate_frames_timestamps_and_audio(clip, blurred):
+    out, result, calls, _ = blurred
+    src, dst = probe(clip), probe(out)
+    assert (dst.width, dst.height, dst.fps, dst.frame_count) == (W, H, FPS, 50)
+    assert (result.frames, result.width, result.height, result.fps) == (50, W, H, FPS)
+    assert dst.pix_fmt == "yuv420p" and dst.codec == "h264"
+    in_frames, in_times = _decode(clip)
+    out_frames, out_times = _decode(out)
+    assert len(out_frames) == len(in_frames) == 50
+    assert out_times == in_times
+    assert dst.has_audio and dst.audio_codec == "aac" and result.audio == "copy"
+    with av.open(str(clip)) as a, av.open(str(out)) as b:
+        assert [bytes(p) for p in a.demux(audio=0) if p.size] == [bytes(p) for p in b.demux(audio=0) if p.size]
+    assert set(result.seconds) >= {"probe", "decode", "mask", "effect", "encode", "total"}
+    # Progress: a start, possibly some in between, and a final done == total.
+    assert calls[0] == ("processing", 0, 50) and calls[-1] == ("processing", 50, 50)
+    assert all(stage == "processing" and 0 <= d <= t for stage, d, t in calls)
+
+
+def test_far_pixels_kept_and_object_blurred(clip, blurred):
+    out, _, _, (x, y) = blurred
+    in_frames, _ = _decode(clip)
+    out_frames, _ = _decode(out)
+    yy, xx = np.mgrid[0:H, 0:W]
+    far = (xx - x) ** 2 + (yy - y) ** 2 > 110**2
+    a = np.stack([f[far] for f in in_frames])
+    b = np.stack([f[far] for f in out_frames])
+    assert _psnr(a, b) >= 35.0
+
+    # Frame 0: the disc is under the click, fine checkers become a smooth blob.
+    r = 22
+    box = (slice(int(y) - r, int(y) + r), slice(int(x) - r, int(x) + r))
+    before, after = in_frames[0][box], out_frames[0][box]
+    assert _sharpness(after) < 0.05 * _sharpness(before)
+    assert np.abs(after.astype(int) - before).mean() > 15
+
+
+@pytest.mark.parametrize("mode", ["pixelate", "fill"])
+def test_other_modes(tmp_path, mode):
+    clip = make_sample_clip(tmp_path / "in.mp4", seconds=0.4, width=320, height=180, audio=False)
+    x, y = sample_object_center(0, 320, 180, 25)
+    out = tmp_path / "out.mp4"
+    result = process_video(clip, out, Prompt([Point(x, y)]), mode)
+    assert result.frames == 10 and result.audio == "none"
+    frames, _ = _decode(out)
+    patch = frames[0][int(y) - 10 : int(y) + 10, int(x) - 10 : int(x) + 10].astype(int)
+    if mode == "fill":
+        assert patch.max() < 24  # black, give or take the codec
+    else:
+        assert _sharpness(patch.astype(np.uint8)) < 0.2 * _sharpness(_decode(clip)[0][0][int(y) - 10 : int(y) + 10, int(x) - 10 : int(x) + 10])
+
+
+def test_rotated_input_keeps_rotation_and_uses_display_coordinates(tmp_path):
+    clip = make_sample_clip(tmp_path / "in.mp4", seconds=0.4, width=320, height=180, audio=False, rotation=-90)
+    info = probe(clip)
+    assert info.rotation == -90 and (info.display_width, info.display_height) == (180, 320)
+    cx, cy = sample_object_center(0, 320, 180, 25)  # where the disc is in the stored pixels
+    dx, dy = coded_to_display(cx, cy, -90, 320, 180)  # where the user sees and clicks it
+    out = tmp_path / "out.mp4"
+    process_video(clip, out, Prompt([Point(dx, dy)]), "fill")
+    assert probe(out).rotation == -90
+    frames, _ = _decode(out)
+    assert (frames[0].shape[1], frames[0].shape[0]) == (320, 180)
+    assert frames[0][int(cy) - 8 : int(cy) + 8, int(cx) - 8 : int(cx) + 8].max() < 24
+
+
+def _audio_only(path):
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("aac", rate=48000, layout="mono")
+        for i in range(10):
+            f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            f.sample_rate, f.pts = 48000, i * 1024
+            c.mux(s.encode(f))
+        c.mux(s.encode(None))
+    return path
+
+
+def test_bad_inputs_raise_readable_engine_errors(tmp_path, clip):
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n" * 50)
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    audio = _audio_only(tmp_path / "sound.m4a")
+    cases = [
+        (text, UndecodableVideo),
+        (empty, EmptyVideo),
+        (audio, NoVideoStream),
+        (tmp_path / "missing.mp4", UndecodableVideo),
+    ]
+    for path, error in cases:
+        out = tmp_path / f"out_{path.stem}.mp4"
+        with pytest.raises(error) as exc:
+            process_video(path, out, Prompt([Point(10, 10)]), "blur")
+        assert path.name in str(exc.value) and "Errno" not in str(exc.value)
+        assert not out.exists()
+
+
+def test_bad_prompts_and_modes(tmp_path, clip):
+    out = tmp_path / "out.mp4"
+    with pytest.raises(PromptOutOfRange, match="outside"):
+        process_video(clip, out, Prompt([Point(W + 5, 10)]), "blur")
+    with pytest.raises(PromptOutOfRange, match="50 frames"):
+        process_video(clip, out, Prompt([Point(10, 10, frame=50)]), "blur")
+    with pytest.raises(UnsupportedMode, match="not available yet"):
+        process_video(clip, out, Prompt([Point(10, 10)]), "erase")
+    assert not out.exists()
+
+
+def test_cancel_stops_and_removes_the_partial_output(tmp_path, clip):
+    out = tmp_path / "out.mp4"
+    polls = []
+
+    def should_cancel() -> bool:
+        polls.append(1)
+        return len(polls) > 5
+
+    with pytest.raises(JobCancelled) as exc:
+        process_video(clip, out, Prompt([Point(100, 100)]), "blur", should_cancel=should_cancel)
+    assert isinstance(exc.value, EngineError) and "5 of 50" in str(exc.value)
+    assert len(polls) == 6 and not out.exists()
+
+
+class _FollowingMasker(MaskProvider):
+    """Test double for a real tracker: knows where the sample disc is on every frame."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+        self.closed = False
+
+    def prepare(self, info, prompt) -> None:
+        self.size = (info.width, info.height)
+        self.fps = info.fps
+
+    def mask_for(self, frame_index, frame_bgr):
+        self.calls.append(frame_index)
+        mask = np.zeros(frame_bgr.shape[:2], np.uint8)
+        x, y = sample_object_center(frame_index, *self.size, self.fps)
+        cv2.circle(mask, (int(x), int(y)), 32, 255, -1)
+        return mask, 0.9
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_custom_mask_provider_is_driven_frame_by_frame(tmp_path):
+    clip = make_sample_clip(tmp_path / "in.mp4", seconds=0.8, width=320, height=180, audio=False)
+    masker = _FollowingMasker()
+    out = tmp_path / "out.mp4"
+    process_video(clip, out, Prompt([Point(*sample_object_center(0, 320, 180, 25))]), "fill", masker=masker)
+    assert masker.calls == list(range(20)) and masker.closed
+    frames, _ = _decode(out)
+    x, y = sample_object_center(19, 320, 180, 25)  # the disc has moved; the mask followed it
+    assert frames[19][int(y) - 8 : int(y) + 8, int(x) - 8 : int(x) + 8].max() < 24
+
+
+def test_same_input_and_output_path_is_refused(clip):
+    with pytest.raises(EngineError, match="must not be the input"):
+        process_video(clip, clip, Prompt([Point(10, 10)]), "blur")
+    assert probe(clip).frame_count == 50
