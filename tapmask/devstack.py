@@ -465,11 +465,16 @@ class DevStack:
         self.report(f"topics: {created} created, {len(results) - created} already there")
 
         with self._phase(phases, "extras"):
-            for spec in extra_processes:
-                rec = self._spawn(
+            # Start them all, then wait for each: they boot in parallel (Faust's start-up
+            # dominates), and none needs another to be ready first.
+            spawned = [
+                (spec, self._spawn(
                     spec.name, list(spec.argv), env | dict(spec.env),
                     spec.cwd, spec.port, started, stop_timeout_s=spec.stop_timeout_s,
-                )
+                ))
+                for spec in extra_processes
+            ]
+            for spec, rec in spawned:
                 if spec.ready_check is not None:
                     self._wait(rec, spec.ready_check, "become ready")
                 else:
