@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 
+from api.guards import Idempotency, make_redis
 from api.routes import router
+from api.webhooks import router as webhooks_router
 from api.view import StatusView
 from tapmask.events import EventProducer
 from tapmask.logs import configure_logging
@@ -30,13 +37,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         configure_logging(settings, "api")
         app.state.settings = settings
         app.state.s3 = s3_client(settings)
+        app.state.s3_public = s3_client(settings, public=True)
+        app.state.redis = make_redis(settings)
+        app.state.idempotency = Idempotency(app.state.redis, settings)
         app.state.producer = EventProducer(settings)
+        if not settings.dev_mode and settings.jwt_alg.upper() == "HS256" and settings.jwt_secret == DEV_SECRET:
+            log.warning("api.insecure_jwt_secret", hint="set TAPMASK_JWT_SECRET: the default secret is public")
         app.state.view = StatusView(settings)
         app.state.view.start()
         log.info("api.started", bootstrap=settings.kafka_bootstrap)
         yield
         app.state.view.stop()
         app.state.producer.close()
+        await app.state.redis.aclose()
 
     app = FastAPI(
         title="TapMask API",
@@ -48,8 +61,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.middleware("http")
     async def request_id(request: Request, call_next: Any) -> Any:
         """A request id per call: echoed back, bound into log lines, sent as correlation id."""
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
-        request.state.request_id = rid[:64]
+        rid = request.headers.get("x-request-id", "")
+        if not REQUEST_ID.fullmatch(rid):  # never let a caller put odd bytes into log lines
+            rid = uuid.uuid4().hex
+        request.state.request_id = rid
         with structlog.contextvars.bound_contextvars(request_id=request.state.request_id):
             response = await call_next(request)
         response.headers["x-request-id"] = request.state.request_id
@@ -64,8 +79,83 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             reasons.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
         return JSONResponse(status_code=422, content={"detail": "; ".join(reasons), "errors": jsonable(exc.errors())})
 
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        """A bug or an unreachable backend: 500/503 with the request id, never a stack trace."""
+        rid = getattr(request.state, "request_id", None)
+        log.exception("api.unhandled", error=str(exc), request_id=rid)
+        return JSONResponse(status_code=500, content={"detail": "internal error", "requestId": rid}, headers={"x-request-id": rid or ""})
+
     app.include_router(router)
+    app.include_router(webhooks_router)  # issue 6: webhook endpoints, delivery log, e-mail
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=origins, allow_credentials=False, allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-Id"],
+            expose_headers=["X-Request-Id", "Retry-After", "Idempotent-Replayed"], max_age=600)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_json_bytes)
+    # The web page (web/, built by scripts/build-web.sh) at "/": mounted after every API
+    # route so those win; absent when the page has not been built. Keep it the last route.
+    web_dist = Path(__file__).resolve().parent.parent / "web" / "dist"
+    if (web_dist / "index.html").is_file():
+        app.mount("/", StaticFiles(directory=web_dist, html=True), name="web")
     return app
+
+
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+DEV_SECRET = "tapmask-dev-secret-change-me-in-production"
+UNLIMITED_BODY_PATHS = ("/api/v1/upload",)
+
+
+class BodyLimit:
+    """Refuse request bodies over ``max_bytes`` (413) on every route but the streaming upload.
+
+    A declared Content-Length is checked before reading; a chunked body is read up to the
+    limit and replayed to the app, so a huge JSON body never reaches the parser.
+    """
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS") or scope["path"] in UNLIMITED_BODY_PATHS:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._too_large(send)
+            return
+        chunks, size, more = [], 0, True
+        while more:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._too_large(send)
+                return
+            chunks.append(chunk)
+            more = msg.get("more_body", False)
+        body, sent = b"".join(chunks), False
+
+        async def replay() -> Any:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Any) -> None:
+        payload = json.dumps({"detail": f"request body larger than {self.max_bytes} bytes"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": payload})
 
 
 def jsonable(errors: Any) -> Any:

@@ -60,3 +60,12 @@ class SegmentIn(BaseModel):
     def all_points(self) -> list[PointIn]:
         """``point`` and ``points`` together."""
         return ([self.point] if self.point else []) + list(self.points or [])
+
+
+class DevTokenIn(BaseModel):
+    """``POST /api/v1/dev/token``: who to be (development sign-in only)."""
+
+    model_config = ConfigDict(extra="forbid")
+    user: str = Field(default="dev-user", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$")
+    tier: Literal["free", "pro"] = "pro"
+    region: str = Field(default="eu", min_length=1, max_length=16, pattern=r"^[a-z0-9-]+$")

@@ -21,7 +21,16 @@ from schemas import serde
 from schemas.topics import JOB_STATUS, VIDEO_UPLOADED, VIDEO_VALIDATED, schema_by_topic
 from tapmask.settings import Settings
 
-VIEW_TOPICS = (JOB_STATUS, VIDEO_UPLOADED, VIDEO_VALIDATED)
+VIDEO_DELETED = "tapmask.video.deleted.v1"
+VIEW_TOPICS = (JOB_STATUS, VIDEO_UPLOADED, VIDEO_VALIDATED, VIDEO_DELETED)
+OPTIONAL_TOPICS = (VIDEO_DELETED,)
+# Jobs that failed before the quota agent counted them do not use quota.
+NOT_COUNTED = frozenset({"quota_exceeded", "invalid_request"})
+
+
+def month_of(epoch_ms: int) -> str:
+    """The UTC calendar month of a timestamp, e.g. 2026-11 (as the quota agent counts)."""
+    return time.strftime("%Y-%m", time.gmtime(epoch_ms / 1000))
 
 
 @dataclass
@@ -35,6 +44,9 @@ class VideoRecord:
     s3_bucket: str
     s3_key: str
     uploaded_at: int
+    sha256: str = ""
+    container: str = ""
+    region: str = "eu"
     state: str = "validating"  # validating | valid | rejected
     reason: str | None = None
     metadata: dict[str, Any] | None = None
@@ -51,6 +63,12 @@ class StatusView:
     pending_jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Verdicts read before their upload event (the two topics are read in no fixed order).
     early_verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Indexes for the per-user lists, and the read model of quota use.
+    jobs_by_owner: dict[str, set[str]] = field(default_factory=dict)
+    jobs_by_video: dict[str, set[str]] = field(default_factory=dict)
+    videos_by_owner: dict[str, set[str]] = field(default_factory=dict)
+    usage: dict[tuple[str, str], set[str]] = field(default_factory=dict)  # (owner, month) -> job ids
+    deleted_videos: set[str] = field(default_factory=set)
     ready: bool = False
     records_applied: int = 0
     decode_errors: int = 0
@@ -99,6 +117,8 @@ class StatusView:
             for real in names:
                 topic_md = metadata.topics.get(real)
                 if topic_md is None or topic_md.error is not None:
+                    if names[real] in OPTIONAL_TOPICS:  # a stack created before the topic existed
+                        continue
                     raise RuntimeError(f"topic {real} missing")
                 partitions += [TopicPartition(real, p, OFFSET_BEGINNING) for p in topic_md.partitions]
             # The end offsets at start: once reached everywhere, the view is ready.
@@ -132,22 +152,58 @@ class StatusView:
                 if topic == JOB_STATUS:
                     job_id = key.decode() if key else ""
                     if value is None:  # tombstone: the job was deleted
-                        self.jobs.pop(job_id, None)
-                        self.pending_jobs.pop(job_id, None)
+                        self._forget_job(job_id)
                     else:
-                        snap = serde.decode(schema_by_topic()[JOB_STATUS], value)
-                        self.jobs[snap["job_id"]] = snap
-                        self.pending_jobs.pop(snap["job_id"], None)
+                        self._apply_snapshot(serde.decode(schema_by_topic()[JOB_STATUS], value))
                 elif topic == VIDEO_UPLOADED and value is not None:
                     self._apply_uploaded(serde.decode(schema_by_topic()[VIDEO_UPLOADED], value))
                 elif topic == VIDEO_VALIDATED and value is not None:
                     self._apply_validated(serde.decode(schema_by_topic()[VIDEO_VALIDATED], value))
+                elif topic == VIDEO_DELETED and value is not None:
+                    self._apply_deleted(serde.decode("VideoDeleted", value))
             except serde.SerdeError:
                 self.decode_errors += 1
             self._changed.notify_all()
 
+    def _apply_snapshot(self, snap: dict[str, Any]) -> None:
+        job_id = snap["job_id"]
+        self.pending_jobs.pop(job_id, None)
+        if snap["video_id"] in self.deleted_videos:
+            return  # a late snapshot of a deleted video's job: stays deleted
+        self.jobs[job_id] = snap
+        self._index_job(snap)
+
+    def _index_job(self, snap: dict[str, Any]) -> None:
+        job_id, owner = snap["job_id"], snap["owner_id"]
+        self.jobs_by_owner.setdefault(owner, set()).add(job_id)
+        self.jobs_by_video.setdefault(snap["video_id"], set()).add(job_id)
+        used = self.usage.setdefault((owner, month_of(snap["created_at"])), set())
+        if snap["state"] == "failed" and snap.get("error_code") in NOT_COUNTED:
+            used.discard(job_id)
+        else:
+            used.add(job_id)  # never removed on deletion: the quota agent keeps counting it
+
+    def _forget_job(self, job_id: str) -> None:
+        snap = self.jobs.pop(job_id, None) or self.pending_jobs.pop(job_id, None)
+        self.pending_jobs.pop(job_id, None)
+        if snap is None:
+            return
+        self.jobs_by_owner.get(snap["owner_id"], set()).discard(job_id)
+        self.jobs_by_video.get(snap["video_id"], set()).discard(job_id)
+
+    def _apply_deleted(self, ev: dict[str, Any]) -> None:
+        video_id = ev["video_id"]
+        self.deleted_videos.add(video_id)
+        self.early_verdicts.pop(video_id, None)
+        for job_id in list(self.jobs_by_video.get(video_id, ())) + list(ev.get("job_ids") or ()):
+            self._forget_job(job_id)
+        self.jobs_by_video.pop(video_id, None)
+        video = self.videos.pop(video_id, None)
+        if video is not None:
+            self.videos_by_owner.get(video.owner_id, set()).discard(video_id)
+
     def _apply_uploaded(self, ev: dict[str, Any]) -> None:
-        if ev["video_id"] in self.videos:
+        if ev["video_id"] in self.videos or ev["video_id"] in self.deleted_videos:
             return
         self.videos[ev["video_id"]] = VideoRecord(
             video_id=ev["video_id"],
@@ -157,7 +213,11 @@ class StatusView:
             s3_bucket=ev["s3_bucket"],
             s3_key=ev["s3_key"],
             uploaded_at=ev["occurred_at"],
+            sha256=ev.get("sha256", ""),
+            container=ev.get("container", ""),
+            region=ev.get("region", "eu"),
         )
+        self.videos_by_owner.setdefault(ev["owner_id"], set()).add(ev["video_id"])
         early = self.early_verdicts.pop(ev["video_id"], None)
         if early is not None:
             self._apply_validated(early)
@@ -165,7 +225,8 @@ class StatusView:
     def _apply_validated(self, ev: dict[str, Any]) -> None:
         video = self.videos.get(ev["video_id"])
         if video is None:
-            self.early_verdicts[ev["video_id"]] = ev
+            if ev["video_id"] not in self.deleted_videos:
+                self.early_verdicts[ev["video_id"]] = ev
             return
         video.state = "valid" if ev["valid"] else "rejected"
         video.reason = ev.get("reason")
@@ -182,6 +243,37 @@ class StatusView:
         with self._changed:
             if snapshot["job_id"] not in self.jobs:
                 self.pending_jobs[snapshot["job_id"]] = snapshot
+                self._index_job(snapshot)
+
+    def note_deleted(self, event: dict[str, Any]) -> None:
+        """Apply a deletion this replica just published, before it comes back from Kafka."""
+        with self._changed:
+            self._apply_deleted(event)
+
+    def jobs_of(self, owner_id: str, video_id: str | None = None) -> list[dict[str, Any]]:
+        """A user's jobs (optionally of one video), newest first."""
+        with self._lock:
+            ids = self.jobs_by_owner.get(owner_id, set())
+            if video_id is not None:
+                ids = ids & self.jobs_by_video.get(video_id, set())
+            snaps = [s for s in (self.jobs.get(i) or self.pending_jobs.get(i) for i in ids) if s is not None]
+        return sorted(snaps, key=lambda s: (s["created_at"], s["job_id"]), reverse=True)
+
+    def job_ids_of_video(self, video_id: str) -> list[str]:
+        """Every job id known for a video."""
+        with self._lock:
+            return sorted(self.jobs_by_video.get(video_id, set()))
+
+    def videos_of(self, owner_id: str) -> list[VideoRecord]:
+        """A user's videos, newest first."""
+        with self._lock:
+            vids = [self.videos[v] for v in self.videos_by_owner.get(owner_id, set()) if v in self.videos]
+        return sorted(vids, key=lambda v: (v.uploaded_at, v.video_id), reverse=True)
+
+    def jobs_used(self, owner_id: str, month: str) -> int:
+        """Jobs a user started in a calendar month that count towards the quota."""
+        with self._lock:
+            return len(self.usage.get((owner_id, month), ()))
 
     def job(self, job_id: str) -> dict[str, Any] | None:
         """The latest snapshot of a job, or None."""

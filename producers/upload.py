@@ -191,9 +191,11 @@ def safe_display_name(name: str) -> str:
 
 
 def publish_uploaded(
-    producer: EventProducer, *, video_id: str, owner_id: str, stored: StoredUpload, bucket: str, correlation_id: str | None, region: str = "eu"
+    producer: EventProducer, *, video_id: str, owner_id: str, stored: StoredUpload, bucket: str, correlation_id: str | None, region: str = "eu",
+    extra: list[tuple[str, str, dict[str, Any] | None]] | None = None,
 ) -> dict[str, Any]:
-    """Announce a stored upload on ``video.uploaded``; returns the event."""
+    """Announce a stored upload on ``video.uploaded`` (with ``extra`` events, e.g. its audit
+    record, in the same acknowledged batch); returns the event."""
     event = envelope(correlation_id) | {
         "video_id": video_id,
         "owner_id": owner_id,
@@ -205,5 +207,5 @@ def publish_uploaded(
         "s3_bucket": bucket,
         "s3_key": stored.key,
     }
-    producer.publish(VIDEO_UPLOADED, video_id, event)
+    producer.publish_many([(VIDEO_UPLOADED, video_id, event), *(extra or [])])
     return event

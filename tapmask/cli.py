@@ -88,6 +88,28 @@ def init() -> None:
         console.print(f"bucket {settings.s3_bucket}: created")
 
 
+def _dev_token(settings, user: str, tier: str, region: str = "eu", ttl: int | None = None) -> str:  # type: ignore[no-untyped-def]
+    """A token signed with the configured key (the demo runs as TAPMASK_DEV_USER_ID)."""
+    from api.auth import mint_token
+
+    return mint_token(settings, user, tier, region, ttl)
+
+
+@app.command("token")
+def token(
+    user: str = typer.Option(..., help="user id (the token's sub)"),
+    tier: str = typer.Option("pro", help="free | pro"),
+    region: str = typer.Option("eu", help="data region"),
+    ttl: int = typer.Option(3600, help="lifetime in seconds"),
+) -> None:
+    """Print a development JWT signed with TAPMASK_JWT_SECRET (or TAPMASK_JWT_PRIVATE_KEY_FILE for RS256)."""
+    try:
+        typer.echo(_dev_token(get_settings(), user, tier, region, ttl))
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
 @app.command("demo")
 def demo(
     out: Path = typer.Option(Path("out"), help="folder for the sample clip and the result"),
@@ -103,7 +125,7 @@ def demo(
     out.mkdir(parents=True, exist_ok=True)
     clip = make_sample_clip(out / "sample.mp4", seconds=3.0, width=640, height=360, fps=25)
     x, y = sample_object_center(0, 640, 360, 25)
-    client = TapMaskClient(api_url)
+    client = TapMaskClient(api_url, token=_dev_token(settings, settings.dev_user_id, settings.dev_user_tier))
     t0 = time.monotonic()
     try:
         up = client.upload(clip)

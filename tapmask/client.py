@@ -19,10 +19,12 @@ class ApiError(RuntimeError):
 
 
 class TapMaskClient:
-    """Upload, segment, poll, download."""
+    """Upload, segment, poll, download. ``token`` is a JWT sent as ``Authorization: Bearer``
+    (every route but health needs one; ``tapmask token`` or ``POST /api/v1/dev/token`` mint one)."""
 
-    def __init__(self, base_url: str, timeout: float = 60.0) -> None:
-        self.http = httpx.Client(base_url=base_url, timeout=timeout)
+    def __init__(self, base_url: str, timeout: float = 60.0, token: str | None = None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=base_url, timeout=timeout, headers=headers)
 
     def _check(self, resp: httpx.Response) -> dict[str, Any]:
         if resp.status_code >= 400:
@@ -67,6 +69,14 @@ class TapMaskClient:
             if st["state"] in ("complete", "failed") or time.monotonic() > deadline:
                 return st
             time.sleep(poll_s)
+
+    def me(self) -> dict[str, Any]:
+        """GET /api/v1/me."""
+        return self._check(self.http.get("/api/v1/me"))
+
+    def delete_video(self, video_id: str) -> dict[str, Any]:
+        """DELETE /api/v1/video/{video_id}."""
+        return self._check(self.http.delete(f"/api/v1/video/{video_id}"))
 
     def download(self, job_id: str, dest: Path) -> Path:
         """Fetch the presigned URL and download the output to ``dest``."""

@@ -51,6 +51,28 @@ class Settings(BaseSettings):
     dev_user_id: str = "dev-user"
     dev_user_tier: str = "pro"
 
+    # api (issue 5)
+    dev_mode: bool = True  # enables POST /api/v1/dev/token; docker-compose sets it false
+    jwt_alg: str = "HS256"  # HS256 (jwt_secret) or RS256 (jwt_public_key_file / jwks_file)
+    jwt_secret: str = "tapmask-dev-secret-change-me-in-production"
+    jwt_public_key_file: Path | None = None
+    jwks_file: Path | None = None
+    jwt_private_key_file: Path | None = None  # only for minting RS256 dev tokens (tapmask token)
+    jwt_audience: str = "tapmask-api"
+    jwt_issuer: str = "tapmask"
+    jwt_leeway_s: int = 10
+    jwt_ttl_s: int = 3600  # lifetime of minted dev tokens
+    free_max_upload_bytes: int = 100 * 1024**2
+    pro_max_upload_bytes: int = 2 * 1024**3
+    max_json_bytes: int = 64 * 1024
+    rate_limit_per_minute: int = 600  # per user, every authenticated route
+    upload_rate_limit_per_minute: int = 30  # per user, POST /upload
+    idempotency_ttl_s: int = 24 * 3600
+    idempotency_wait_s: float = 15.0  # how long a duplicate waits for the first request
+    cors_origins: str = ""  # comma-separated origins allowed cross-origin; empty = none
+    sse_heartbeat_s: float = 15.0
+    sse_poll_s: float = 0.25
+
     # Processors (Faust).
     faust_app_id: str = "tapmask-processors"
     free_jobs_per_month: int = 5

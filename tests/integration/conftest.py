@@ -5,7 +5,7 @@ as `tapmask dev up` and stopped at the end."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -51,3 +51,20 @@ def stack(stack_settings: Settings) -> Iterator[StackInfo]:
 @pytest.fixture(scope="session")
 def api_url(stack: StackInfo, stack_settings: Settings) -> str:
     return stack_settings.resolved_api_url()
+
+
+@pytest.fixture(scope="session")
+def mint(stack_settings: Settings) -> Callable[..., str]:
+    """Mint a JWT the stack's API accepts: ``mint("alice", tier="free")``."""
+    from api.auth import mint_token
+
+    def _mint(user: str = "e2e-user", tier: str = "pro", region: str = "eu", ttl_s: int | None = None) -> str:
+        return mint_token(stack_settings, user, tier, region, ttl_s)
+
+    return _mint
+
+
+@pytest.fixture(scope="session")
+def api_token(mint: Callable[..., str]) -> str:
+    """A Pro user's token (auth is required on every route but health)."""
+    return mint("e2e-user", "pro")

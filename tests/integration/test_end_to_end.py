@@ -33,8 +33,8 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def client(api_url: str) -> TapMaskClient:
-    return TapMaskClient(api_url)
+def client(api_url: str, api_token: str) -> TapMaskClient:
+    return TapMaskClient(api_url, token=api_token)
 
 
 @pytest.fixture(scope="module")
