@@ -4,9 +4,15 @@ Public entry point: `process_video`. Pieces, one job per module:
 
 * `prompts`  - `Point`, `Box`, `Prompt`, display <-> coded coordinate mapping;
 * `video_io` - `probe`, streaming `VideoReader` / `VideoWriter` (PyAV);
-* `masks`    - the `MaskProvider` interface and the `FixedRegionMasker` stand-in;
+* `tracking` - pass 1: the `VideoTracker` interface, `ClassicTracker` (default, CPU, no
+               weights), `ProviderTracker` (wraps a streaming `MaskProvider`);
+* `masktrack`- `MaskTrack`: every frame's mask + confidence + lost flag, compact, save/load;
+* `render`   - pass 2: `render_segment` (frames [start, end) -> encoded segment),
+               `join_segments` (+ audio), `plan_chunks`, `render_video`;
+* `erase`    - background from neighbouring frames along the camera motion + inpainting;
+* `masks`    - the streaming `MaskProvider` interface and the `FixedRegionMasker` stand-in;
 * `effects`  - blur / pixelate / fill inside a mask, untouched elsewhere;
-* `pipeline` - `process_video`, wiring them together;
+* `pipeline` - `track_video` and `process_video` (= track, render, join);
 * `errors`   - `EngineError` and its subclasses, each with a readable message.
 """
 
@@ -22,13 +28,27 @@ from .errors import (
     UnsupportedMode,
 )
 from .masks import FixedRegionMasker, MaskProvider
-from .pipeline import STAGE_PROCESSING, ProcessResult, process_video, validate_prompt
+from .masktrack import MaskTrack
+from .pipeline import STAGE_PROCESSING, ProcessResult, process_video, track_video, validate_prompt
+from .render import EffectOptions, join_segments, plan_chunks, render_segment, render_video
+from .tracking import STAGE_TRACKING, ClassicTracker, ProviderTracker, VideoTracker
 from .prompts import Box, Point, Prompt
 from .video_io import VideoInfo, probe
 
 __all__ = [
     "MODES",
     "STAGE_PROCESSING",
+    "STAGE_TRACKING",
+    "ClassicTracker",
+    "EffectOptions",
+    "MaskTrack",
+    "ProviderTracker",
+    "VideoTracker",
+    "join_segments",
+    "plan_chunks",
+    "render_segment",
+    "render_video",
+    "track_video",
     "Box",
     "EmptyVideo",
     "EngineError",

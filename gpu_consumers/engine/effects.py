@@ -16,8 +16,9 @@ import numpy as np
 
 from .errors import UnsupportedMode
 
-#: Effect modes available now. "erase" (inpainting) is planned.
-MODES = ("blur", "pixelate", "fill")
+#: Effect modes. "erase" needs neighbouring frames: it is rendered by `render`/`erase`,
+#: not by `apply_effect`.
+MODES = ("blur", "pixelate", "fill", "erase")
 DEFAULT_FEATHER_PX = 6
 
 _Region = tuple[slice, slice]
@@ -25,8 +26,6 @@ _Region = tuple[slice, slice]
 
 def check_mode(mode: str) -> None:
     """Raise `UnsupportedMode` unless `mode` is one of `MODES`."""
-    if mode == "erase":
-        raise UnsupportedMode("Erasing objects is not available yet; choose blur, pixelate or fill.")
     if mode not in MODES:
         raise UnsupportedMode(f"Unknown mode {mode!r}; choose one of: {', '.join(MODES)}.")
 
@@ -150,8 +149,13 @@ def apply_effect(
     block_px: int = 16,
     fill_color_bgr: tuple[int, int, int] = (0, 0, 0),
 ) -> np.ndarray:
-    """Apply effect `mode` ("blur" | "pixelate" | "fill"); raises `UnsupportedMode` otherwise."""
+    """Apply effect `mode` ("blur" | "pixelate" | "fill"); raises `UnsupportedMode` otherwise.
+
+    "erase" needs the neighbouring frames: see `gpu_consumers.engine.erase.erase_frame`.
+    """
     check_mode(mode)
+    if mode == "erase":
+        raise UnsupportedMode("Erase needs neighbouring frames (engine.render); blur, pixelate and fill work frame by frame.")
     effects: dict[str, Callable[[], np.ndarray]] = {
         "blur": lambda: apply_blur(frame_bgr, mask, blur_kernel, margin_px, feather_px),
         "pixelate": lambda: apply_pixelate(frame_bgr, mask, block_px, margin_px, feather_px),

@@ -1,28 +1,37 @@
-"""One job end to end: probe, validate the prompt, then stream decode -> mask -> effect -> encode.
+"""One job end to end: probe, validate the prompt, track (pass 1), render + encode (pass 2).
 
-Frames flow through one at a time, so memory does not grow with the video's length, and
-encoding happens as frames are produced: there is a single progress stage,
-``"processing"`` (`STAGE_PROCESSING`), whose `done` counts frames decoded, masked, hidden
-and handed to the encoder. Progress is reported once at the start (0), then at most every
-`PROGRESS_INTERVAL_S`, and once more when the output file is complete, with
-``done == total ==`` the number of frames actually written (which can differ from the
-probed count in damaged files).
+`process_video` is the composition of the two public passes, which a resumable job can
+also drive chunk by chunk (see `render`):
+
+1. `track_video` -> `MaskTrack` (all frames' masks, confidences, lost frames), stage
+   ``"tracking"`` (`STAGE_TRACKING`);
+2. `render.render_video` -> segments of `render.plan_chunks(chunk_frames)` joined with the
+   input's audio, stage ``"processing"`` (`STAGE_PROCESSING`), whose `done` counts frames
+   rendered and encoded.
+
+Progress is reported at the start of each stage (0), at most every `PROGRESS_INTERVAL_S`,
+and at its end with ``done == total``. Frames are decoded and encoded one at a time; only
+small frames (tracking) and compact masks are kept for the whole video.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from .effects import DEFAULT_FEATHER_PX, apply_effect, check_mode
-from .errors import EmptyVideo, EngineError, InvalidPrompt, JobCancelled, PromptOutOfRange
-from .masks import FixedRegionMasker, MaskProvider
+from .effects import DEFAULT_FEATHER_PX, check_mode
+from .errors import EngineError, InvalidPrompt, PromptOutOfRange
+from .masks import MaskProvider
+from .masktrack import MaskTrack
 from .prompts import Prompt, prompt_to_coded
-from .video_io import DecodedFrame, VideoInfo, VideoReader, VideoWriter, probe
+from .render import DEFAULT_CHUNK_FRAMES, EffectOptions, render_video
+from .tracking import STAGE_TRACKING, ClassicTracker, ProviderTracker, VideoTracker
+from .video_io import VideoInfo, probe
 
 STAGE_PROCESSING = "processing"
 PROGRESS_INTERVAL_S = 0.5
@@ -41,8 +50,11 @@ class ProcessResult:
     fps: Fraction
     rotation: int
     audio: str  # "copy", "transcode" or "none"
-    #: Seconds per stage: probe, decode, mask, effect, encode (audio included), total.
+    #: Seconds per stage: probe, track, render (decode + effect + encode), masks, total.
     seconds: dict[str, float] = field(default_factory=dict)
+    #: Frames where the object was not found (occluded, out of view, or tracking failed).
+    lost_frames: tuple[int, ...] = ()
+    mean_confidence: float = 1.0
 
 
 def validate_prompt(prompt: Prompt, info: VideoInfo) -> Prompt:
@@ -83,6 +95,41 @@ def validate_prompt(prompt: Prompt, info: VideoInfo) -> Prompt:
     return prompt_to_coded(prompt, info.rotation, info.width, info.height)
 
 
+class _Throttle:
+    """Forwards progress at most every PROGRESS_INTERVAL_S, plus every start and end."""
+
+    def __init__(self, progress: ProgressFn | None) -> None:
+        self.progress, self.last = progress, 0.0
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if self.progress is None:
+            return
+        now = time.monotonic()
+        if done == 0 or done >= total or now - self.last >= PROGRESS_INTERVAL_S:
+            self.last = now
+            self.progress(stage, done, total)
+
+
+def track_video(
+    in_path: str | os.PathLike[str],
+    prompt: Prompt,
+    *,
+    tracker: VideoTracker | None = None,
+    info: VideoInfo | None = None,
+    progress: ProgressFn | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> MaskTrack:
+    """Pass 1: validate `prompt` (display coordinates) and track the object in every frame.
+
+    `tracker` defaults to `ClassicTracker()`. Raises the `EngineError`s of `probe` and
+    `validate_prompt`. The returned track can be saved (`MaskTrack.save`) and rendered later.
+    """
+    info = info if info is not None else probe(in_path)
+    coded = validate_prompt(prompt, info)
+    tracker = tracker if tracker is not None else ClassicTracker()
+    return tracker.track(in_path, info, coded, progress=progress, should_cancel=should_cancel)
+
+
 def process_video(
     in_path: str | os.PathLike[str],
     out_path: str | os.PathLike[str],
@@ -93,87 +140,75 @@ def process_video(
     blur_kernel: int = 99,
     feather_px: int = DEFAULT_FEATHER_PX,
     masker: MaskProvider | None = None,
+    tracker: VideoTracker | None = None,
     progress: ProgressFn | None = None,
     should_cancel: Callable[[], bool] | None = None,
     crf: int = 18,
     preset: str = "veryfast",
+    chunk_frames: int = DEFAULT_CHUNK_FRAMES,
+    masks_out: str | os.PathLike[str] | None = None,
+    track_out: str | os.PathLike[str] | None = None,
+    work_dir: str | os.PathLike[str] | None = None,
 ) -> ProcessResult:
     """Hide the prompted object in every frame of `in_path`; write the result to `out_path`.
 
     `prompt` is in display coordinates (as a player shows the video). `mode` is "blur",
-    "pixelate" or "fill". `masker` defaults to the `FixedRegionMasker` stand-in.
+    "pixelate", "fill" or "erase". The tracker is `tracker`, else `masker` (a streaming
+    `MaskProvider`, wrapped by `ProviderTracker`), else `ClassicTracker()`. `masks_out`: a
+    folder for one PNG per frame + masks.json; `track_out`: a file for the `MaskTrack`.
     `should_cancel` is polled before each frame; when it returns True the partial output
     is deleted and `JobCancelled` raised. Every foreseen failure is an `EngineError`
     subclass with a readable message; on any error no output file is left behind.
     """
     started = time.perf_counter()
-    seconds = dict.fromkeys(("probe", "decode", "mask", "effect", "encode"), 0.0)
+    seconds: dict[str, float] = {}
     check_mode(mode)
     if os.path.abspath(in_path) == os.path.abspath(out_path):
         raise EngineError("The output file must not be the input file.")
     info = probe(in_path)
-    coded_prompt = validate_prompt(prompt, info)
     seconds["probe"] = time.perf_counter() - started
+    if tracker is None and masker is not None:
+        tracker = ProviderTracker(masker)
+    report = _Throttle(progress)
 
-    masker = masker if masker is not None else FixedRegionMasker()
-    total, done = info.frame_count, 0
-    last_report = time.monotonic()
-    if progress is not None:
-        progress(STAGE_PROCESSING, 0, total)
+    t = time.perf_counter()
+    report(STAGE_TRACKING, 0, info.frame_count)
+    track = track_video(in_path, prompt, tracker=tracker, info=info, progress=report, should_cancel=should_cancel)
+    report(STAGE_TRACKING, len(track), len(track))
+    seconds["track"] = time.perf_counter() - t
+    if track_out is not None:
+        track.save(track_out)
+
+    options = EffectOptions(mode=mode, margin_px=margin_px, feather_px=feather_px, blur_kernel=blur_kernel,
+                            crf=crf, preset=preset)
+    total = len(track)
+    t = time.perf_counter()
+    report(STAGE_PROCESSING, 0, total)
+    done = [0]
+
+    def on_frame(index: int) -> None:
+        done[0] += 1
+        report(STAGE_PROCESSING, min(done[0], total - 1), total)
+
     try:
-        masker.prepare(info, coded_prompt)
-        with VideoReader(in_path, info) as reader, VideoWriter(
-            out_path, info, reader.audio_stream, crf=crf, preset=preset
-        ) as writer:
-            items = iter(reader)
-            while True:
-                t = time.perf_counter()
-                item = next(items, None)
-                seconds["decode"] += time.perf_counter() - t
-                if item is None:
-                    break
-                if not isinstance(item, DecodedFrame):
-                    t = time.perf_counter()
-                    writer.write_audio(item)
-                    seconds["encode"] += time.perf_counter() - t
-                    continue
-                if should_cancel is not None and should_cancel():
-                    raise JobCancelled(f"The job was cancelled after {done} of {total} frames.")
-
-                t = time.perf_counter()
-                mask, _confidence = masker.mask_for(item.index, item.image)
-                if mask.shape[:2] != item.image.shape[:2]:
-                    raise EngineError(
-                        f"The mask for frame {item.index} is {mask.shape[1]}x{mask.shape[0]}, "
-                        f"the frame is {item.image.shape[1]}x{item.image.shape[0]}."
-                    )
-                seconds["mask"] += (t2 := time.perf_counter()) - t
-                hidden = apply_effect(
-                    mode, item.image, mask, margin_px=margin_px, feather_px=feather_px, blur_kernel=blur_kernel
-                )
-                seconds["effect"] += (t3 := time.perf_counter()) - t2
-                writer.write_frame(hidden, item.pts, item.index)
-                seconds["encode"] += time.perf_counter() - t3
-
-                done += 1
-                total = max(total, done)
-                if progress is not None and time.monotonic() - last_report >= PROGRESS_INTERVAL_S:
-                    progress(STAGE_PROCESSING, done, total)
-                    last_report = time.monotonic()
-            if done == 0:
-                raise EmptyVideo(f"No frame of {info.path.name!r} could be decoded.")
-            t = time.perf_counter()
-            writer.close()
-            seconds["encode"] += time.perf_counter() - t
-            audio_mode = writer.audio_mode
-    finally:
-        masker.close()
-
-    if progress is not None:
-        progress(STAGE_PROCESSING, done, done)
+        with tempfile.TemporaryDirectory(prefix="tapmask-seg-", dir=work_dir) as tmp:
+            frames, audio_mode = render_video(in_path, out_path, track, options, tmp, chunk_frames=chunk_frames,
+                                              info=info, should_cancel=should_cancel, on_frame=on_frame)
+    except BaseException:
+        try:
+            os.unlink(out_path)
+        except FileNotFoundError:
+            pass
+        raise
+    seconds["render"] = time.perf_counter() - t
+    report(STAGE_PROCESSING, frames, frames)
+    if masks_out is not None:
+        t = time.perf_counter()
+        track.write_masks(masks_out)
+        seconds["masks"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - started
     return ProcessResult(
-        frames=done,
+        frames=frames,
         probed_frames=info.frame_count,
         width=info.width,
         height=info.height,
@@ -181,4 +216,6 @@ def process_video(
         rotation=info.rotation,
         audio=audio_mode,
         seconds=seconds,
+        lost_frames=tuple(track.lost_frames()),
+        mean_confidence=round(float(track.confidence.mean()), 4) if len(track) else 0.0,
     )

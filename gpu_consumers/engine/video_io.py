@@ -233,6 +233,55 @@ class VideoReader:
                 f"The video in {self.path.name!r} cannot be decoded past frame {index}."
             ) from exc
 
+    def video_frames(self, start: int = 0, pts: list[int | None] | None = None) -> Iterator[DecodedFrame]:
+        """Decoded video frames from index `start` on (no audio).
+
+        With `pts` (every frame's pts, as a first pass saw them) and `start > 0`, it seeks to
+        the key frame before frame `start` instead of decoding from the beginning; when the
+        pts are missing or not unique, or the seek lands past `start`, it decodes from frame 0.
+        Indices are the same as a plain pass would give.
+        """
+        index_of = None
+        if start > 0 and pts is not None and start < len(pts) and None not in pts and len(set(pts)) == len(pts):
+            index_of = {p: i for i, p in enumerate(pts)}
+        if index_of is not None:
+            try:
+                self._container.seek(pts[start], stream=self.video_stream, backward=True, any_frame=False)
+            except av.error.FFmpegError:
+                index_of = None
+        if index_of is not None:
+            first, missed = True, False
+            try:
+                for frame in self._container.decode(self.video_stream):
+                    index = index_of.get(frame.pts)
+                    if first:
+                        first = False
+                        if index is None or index > start:
+                            missed = True  # the seek missed: fall back to a full pass
+                            break
+                    if index is not None and index >= start:
+                        yield self._decoded(frame, index)
+            except av.error.FFmpegError as exc:
+                raise UndecodableVideo(f"The video in {self.path.name!r} cannot be decoded.") from exc
+            if not missed:
+                return
+            self._container.seek(0, stream=self.video_stream, backward=True, any_frame=False)
+        index = 0
+        try:
+            for frame in self._container.decode(self.video_stream):
+                if index >= start:
+                    yield self._decoded(frame, index)
+                index += 1
+        except av.error.FFmpegError as exc:
+            raise UndecodableVideo(f"The video in {self.path.name!r} cannot be decoded past frame {index}.") from exc
+
+    def _decoded(self, frame: av.VideoFrame, index: int) -> DecodedFrame:
+        image = frame.to_ndarray(
+            format="bgr24", width=self.info.width, height=self.info.height,
+            src_colorspace=int(frame.colorspace), src_color_range=int(frame.color_range),
+        )
+        return DecodedFrame(index, image, frame.pts, Fraction(frame.time_base or self.info.time_base))
+
     def close(self) -> None:
         """Release the input file."""
         self._container.close()
@@ -259,8 +308,11 @@ class VideoWriter:
         *,
         crf: int = 18,
         preset: str = "veryfast",
+        x264_params: str | None = None,
+        video_template: av.video.stream.VideoStream | None = None,
     ) -> None:
         self.path = Path(path)
+        self._remux = video_template is not None
         self.info = info
         self._last_pts: int | None = None
         self._closed = False
@@ -269,19 +321,25 @@ class VideoWriter:
         except (av.error.FFmpegError, OSError) as exc:
             raise EngineError(f"Cannot create the output file {self.path.name!r}: {exc}") from exc
         try:
-            self._setup_video(crf, preset)
+            if video_template is not None:  # remux already-encoded packets (joining segments)
+                self._video = self._container.add_stream_from_template(video_template)
+                if info.rotation % 360:
+                    self._video.set_display_rotation(info.rotation)
+            else:
+                self._setup_video(crf, preset, x264_params)
             self._setup_audio(audio_stream)
         except BaseException:
             self.abort()
             raise
 
-    def _setup_video(self, crf: int, preset: str) -> None:
+    def _setup_video(self, crf: int, preset: str, x264_params: str | None) -> None:
         info = self.info
         even = info.width % 2 == 0 and info.height % 2 == 0
         self.pix_fmt = "yuv420p" if even else "yuv444p"
-        stream = self._container.add_stream(
-            "libx264", rate=info.fps, options={"crf": str(crf), "preset": preset}
-        )
+        options = {"crf": str(crf), "preset": preset}
+        if x264_params:
+            options["x264-params"] = x264_params
+        stream = self._container.add_stream("libx264", rate=info.fps, options=options)
         stream.width, stream.height, stream.pix_fmt = info.width, info.height, self.pix_fmt
         stream.time_base = info.time_base
         cc = stream.codec_context
@@ -328,6 +386,11 @@ class VideoWriter:
             raise EngineError(f"Encoding frame {index} of the output video failed: {exc}") from exc
         self._mux(packets)
 
+    def write_video_packet(self, packet: av.Packet) -> None:
+        """Remux one encoded video packet (only with `video_template`)."""
+        packet.stream = self._video
+        self._mux(packet)
+
     def write_audio(self, packet: av.Packet) -> None:
         """Copy or transcode one packet of the input audio stream given to the constructor."""
         if self._audio_out is None:
@@ -359,7 +422,8 @@ class VideoWriter:
             return
         self._closed = True
         try:
-            self._mux(self._video.encode(None))
+            if not self._remux:
+                self._mux(self._video.encode(None))
             if self.audio_mode == "transcode":
                 self._mux(self._audio_out.encode(None))
             self._container.close()

@@ -1,0 +1,232 @@
+"""Pass 2: render frames [start, end) with a `MaskTrack` into an encoded segment; join segments.
+
+The output of a job is made of *segments*: frame ranges rendered and encoded independently
+(`render_segment`), then joined with the input's audio into the final mp4
+(`join_segments`). A frame's pixels depend only on the input video, the track and the
+effect options, never on which segment it falls in (erase reads `ERASE_RADIUS` frames on
+each side, decoded afresh for every segment), and every segment starts with a key frame and
+has no B-frames, so its packets can be concatenated as they are. Hence rendering in one
+segment or in many, in one process or across redeliveries, gives the same frames;
+`process_video` uses the same `plan_chunks` so its output is what a resumed job produces.
+
+Typical resumable use (issue 3)::
+
+    track = MaskTrack.load(...)            # or track_video(...) then track.save(...)
+    for k, (start, end) in enumerate(plan_chunks(len(track), chunk_frames)):
+        if segment k is not in S3:
+            render_segment(src, track, options, start, end, work / f"seg{k:05d}.mp4")
+            upload it
+    join_segments([segments...], src, out)
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import av.error
+import numpy as np
+
+from .effects import DEFAULT_FEATHER_PX, apply_effect, check_mode
+from .erase import ERASE_RADIUS, erase_frame
+from .errors import EngineError, JobCancelled
+from .masktrack import MaskTrack
+from .video_io import VideoInfo, VideoReader, VideoWriter, probe
+
+#: Encoder settings of every segment. No B-frames: packets of independently encoded
+#: segments then concatenate with monotonic timestamps and no decode-order overlap.
+SEGMENT_X264_PARAMS = "bframes=0"
+DEFAULT_CHUNK_FRAMES = 300
+
+
+@dataclass(frozen=True, slots=True)
+class EffectOptions:
+    """How to hide the object: `mode` and its parameters (full-resolution pixels)."""
+
+    mode: str = "blur"
+    margin_px: int = 8
+    feather_px: int = DEFAULT_FEATHER_PX
+    blur_kernel: int = 99
+    block_px: int = 16
+    fill_color_bgr: tuple[int, int, int] = (0, 0, 0)
+    crf: int = 18
+    preset: str = "veryfast"
+
+
+def plan_chunks(frame_count: int, chunk_frames: int = DEFAULT_CHUNK_FRAMES) -> list[tuple[int, int]]:
+    """Split ``[0, frame_count)`` into consecutive ``[start, end)`` ranges of `chunk_frames`."""
+    if chunk_frames < 1:
+        raise ValueError("chunk_frames must be >= 1")
+    return [(s, min(frame_count, s + chunk_frames)) for s in range(0, frame_count, chunk_frames)]
+
+
+def render_frame(options: EffectOptions, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Apply a per-frame effect (blur, pixelate, fill) inside `mask`."""
+    return apply_effect(options.mode, image, mask, margin_px=options.margin_px, feather_px=options.feather_px,
+                        blur_kernel=options.blur_kernel, block_px=options.block_px,
+                        fill_color_bgr=options.fill_color_bgr)
+
+
+def iter_rendered(
+    in_path: str | os.PathLike[str],
+    track: MaskTrack,
+    options: EffectOptions,
+    start: int,
+    end: int,
+    info: VideoInfo | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+):
+    """Yield ``(index, pts, rendered BGR frame, mask)`` for frames ``[start, end)``, in order.
+
+    This is the exact picture that gets encoded (tests compare it with the input to check
+    that pixels beyond the safety margin are unchanged).
+    """
+    check_mode(options.mode)
+    info = info if info is not None else probe(in_path)
+    end = min(end, len(track))
+    radius = ERASE_RADIUS if options.mode == "erase" else 0
+    first = max(0, start - radius)
+    window: deque = deque()  # (DecodedFrame, full mask) for frames first .. current + radius
+    with VideoReader(in_path, info) as reader:
+        frames = reader.video_frames(first, track.pts)
+        exhausted = False
+        for i in range(start, end):
+            if should_cancel is not None and should_cancel():
+                raise JobCancelled(f"The job was cancelled at frame {i}.")
+            while not exhausted and (not window or window[-1][0].index < i + radius):
+                item = next(frames, None)
+                if item is None:
+                    exhausted = True
+                    break
+                if item.index >= len(track):
+                    exhausted = True
+                    break
+                window.append((item, track.full_mask(item.index)))
+            while window and window[0][0].index < i - radius:
+                window.popleft()
+            current = next((w for w in window if w[0].index == i), None)
+            if current is None:
+                break  # the file ended early: fewer frames than tracked
+            frame, mask = current
+            if options.mode == "erase":
+                image = erase_frame(i, {w[0].index: (w[0].image, w[1]) for w in window}, track,
+                                    options.margin_px, options.feather_px)
+            else:
+                image = render_frame(options, frame.image, mask)
+            yield i, frame.pts, image, mask
+
+
+def render_segment(
+    in_path: str | os.PathLike[str],
+    track: MaskTrack,
+    options: EffectOptions,
+    start: int,
+    end: int,
+    out_path: str | os.PathLike[str],
+    *,
+    info: VideoInfo | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    on_frame: Callable[[int], None] | None = None,
+) -> int:
+    """Render frames ``[start, end)`` and encode them (video only) into the mp4 `out_path`.
+
+    Returns the number of frames written. The segment keeps the input's pts, so segments
+    of one video can be joined by `join_segments`. `on_frame(index)` is called after each
+    frame is encoded. Raises `JobCancelled` (partial file deleted) when `should_cancel`.
+    """
+    info = info if info is not None else probe(in_path)
+    written = 0
+    with VideoWriter(out_path, info, None, crf=options.crf, preset=options.preset,
+                     x264_params=SEGMENT_X264_PARAMS) as writer:
+        for index, pts, image, _mask in iter_rendered(in_path, track, options, start, end, info, should_cancel):
+            writer.write_frame(image, pts, index)
+            written += 1
+            if on_frame is not None:
+                on_frame(index)
+        if written == 0:
+            raise EngineError(f"No frame in [{start}, {end}) could be decoded.")
+    return written
+
+
+def join_segments(
+    segments: Sequence[str | os.PathLike[str]],
+    in_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    info: VideoInfo | None = None,
+) -> str:
+    """Concatenate encoded segments (in order) and the input's audio into `out_path`.
+
+    The audio stream is copied or transcoded exactly as `VideoWriter` does; rotation is
+    kept. Returns the audio mode ("copy", "transcode" or "none").
+    """
+    if not segments:
+        raise EngineError("There is no segment to join.")
+    info = info if info is not None else probe(in_path)
+    with av.open(str(segments[0])) as first:
+        template = first.streams.video[0]
+        audio_in = av.open(str(in_path))
+        try:
+            audio_stream = audio_in.streams.audio[0] if audio_in.streams.audio else None
+            with VideoWriter(out_path, info, audio_stream, video_template=template) as writer:
+                audio_packets = audio_in.demux(audio_stream) if audio_stream is not None else iter(())
+                pending = next(audio_packets, None)
+                for seg in segments:
+                    with av.open(str(seg)) as container:
+                        stream = container.streams.video[0]
+                        for packet in container.demux(stream):
+                            if packet.size == 0:
+                                continue
+                            t = float(packet.pts * packet.time_base) if packet.pts is not None else None
+                            while pending is not None and t is not None and pending.pts is not None and \
+                                    float(pending.pts * pending.time_base) <= t:
+                                if pending.size > 0 and pending.dts is not None:
+                                    writer.write_audio(pending)
+                                pending = next(audio_packets, None)
+                            writer.write_video_packet(packet)
+                while pending is not None:
+                    if pending.size > 0 and pending.dts is not None:
+                        writer.write_audio(pending)
+                    pending = next(audio_packets, None)
+                mode = writer.audio_mode
+        except av.error.FFmpegError as exc:
+            raise EngineError(f"Joining the output segments failed: {exc}") from exc
+        finally:
+            audio_in.close()
+    return mode
+
+
+def render_video(
+    in_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    track: MaskTrack,
+    options: EffectOptions,
+    work_dir: str | os.PathLike[str],
+    *,
+    chunk_frames: int = DEFAULT_CHUNK_FRAMES,
+    info: VideoInfo | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    on_frame: Callable[[int], None] | None = None,
+) -> tuple[int, str]:
+    """All of pass 2 in one call: every chunk of `plan_chunks`, then `join_segments`.
+
+    Returns (frames written, audio mode). Segment files go to `work_dir` and are removed.
+    """
+    info = info if info is not None else probe(in_path)
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    segments, written = [], 0
+    try:
+        for k, (start, end) in enumerate(plan_chunks(len(track), chunk_frames)):
+            seg = work / f"segment-{k:05d}.mp4"
+            written += render_segment(in_path, track, options, start, end, seg, info=info,
+                                      should_cancel=should_cancel, on_frame=on_frame)
+            segments.append(seg)
+        mode = join_segments(segments, in_path, out_path, info)
+    finally:
+        for seg in segments:
+            seg.unlink(missing_ok=True)
+    return written, mode

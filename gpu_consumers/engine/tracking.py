@@ -1,0 +1,633 @@
+"""Pass 1: from the user's prompt to one mask + confidence per frame (a `MaskTrack`).
+
+`VideoTracker` is the interface every segmenter/tracker implements (a learned model such as
+SAM 2 plugs in beside the default): ``track(in_path, info, prompt) -> MaskTrack``, with
+the prompt in coded-frame coordinates, masks for ALL frames, before and after the
+prompted frame.
+
+`ClassicTracker` is the default: CPU only, no downloaded weights, in the spirit of Video
+SnapCut / Rotobrush (optical-flow-guided shape propagation + appearance models):
+
+* every frame is decoded once and kept small (longest side <= `max_side`, JPEG in memory);
+* initial mask on the prompted frame: GrabCut seeded by the click(s) (definite foreground
+  disc), negative clicks (definite background) and the box (outside = background), keeping
+  the connected part under the click;
+* propagation forwards and then backwards from the prompted frame. The object's shape is
+  kept as a reference mask plus a similarity pose (translation, rotation, scale) updated
+  each frame from DIS optical flow sampled on its *visible* pixels (RANSAC), so the shape
+  prior survives partial occlusion. The visible mask is the prior re-segmented by a colour
+  model (foreground vs. surrounding background histograms, weighted by how well they
+  separate the object, so a low-contrast object leans on the shape prior);
+* confidence = visible area / expected area (x colour agreement); below `lost_ratio` the
+  frame is *lost*: the pose keeps moving at the last velocity and every lost frame
+  searches the whole frame for the object's appearance (template + colour); once found,
+  tracking resumes there and is also run backwards over the lost frames, so the frames
+  where the object re-emerges are covered too. Lost frames are flagged in the track;
+* the camera's motion between consecutive frames (a homography fitted to the flow of the
+  background) is recorded for erase.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import cv2
+import numpy as np
+
+from .errors import InvalidPrompt, JobCancelled
+from .masks import MaskProvider
+from .masktrack import MaskTrack, encode_mask
+from .prompts import Prompt
+from .video_io import DecodedFrame, VideoInfo, VideoReader
+
+ProgressFn = Callable[[str, int, int], None]
+STAGE_TRACKING = "tracking"
+
+
+class VideoTracker(ABC):
+    """Prompt -> one mask per frame. Implementations: `ClassicTracker`, `ProviderTracker`."""
+
+    @abstractmethod
+    def track(
+        self,
+        in_path: str | os.PathLike[str],
+        info: VideoInfo,
+        prompt: Prompt,
+        *,
+        progress: ProgressFn | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> MaskTrack:
+        """Masks for every frame of `in_path`. `prompt` is validated, in coded coordinates.
+
+        `progress(STAGE_TRACKING, done, total)` may be called; `should_cancel()` polled,
+        raising `JobCancelled` when it returns True.
+        """
+
+
+class ProviderTracker(VideoTracker):
+    """Adapter: a streaming `MaskProvider` (e.g. `FixedRegionMasker`) as a `VideoTracker`.
+
+    Masks are stored at full resolution; a frame whose mask is empty is reported lost.
+    """
+
+    def __init__(self, provider: MaskProvider) -> None:
+        self.provider = provider
+
+    def track(self, in_path, info, prompt, *, progress=None, should_cancel=None) -> MaskTrack:
+        pngs, conf, lost, pts = [], [], [], []
+        self.provider.prepare(info, prompt)
+        try:
+            with VideoReader(in_path, info) as reader:
+                for item in reader.video_frames():
+                    _check_cancel(should_cancel, item.index, info.frame_count)
+                    mask, c = self.provider.mask_for(item.index, item.image)
+                    if mask.shape[:2] != item.image.shape[:2]:
+                        from .errors import EngineError
+
+                        raise EngineError(
+                            f"The mask for frame {item.index} is {mask.shape[1]}x{mask.shape[0]}, "
+                            f"the frame is {item.image.shape[1]}x{item.image.shape[0]}."
+                        )
+                    m = np.where(mask > 0, 255, 0).astype(np.uint8)
+                    pngs.append(encode_mask(m))
+                    conf.append(float(c))
+                    lost.append(not m.any())
+                    pts.append(item.pts)
+                    if progress is not None:
+                        progress(STAGE_TRACKING, item.index + 1, max(info.frame_count, item.index + 1))
+        finally:
+            self.provider.close()
+        return MaskTrack(info.width, info.height, info.width, info.height, pngs, conf, lost, pts,
+                         time_base=info.time_base, meta={"tracker": type(self.provider).__name__})
+
+
+def _check_cancel(should_cancel, done: int, total: int) -> None:
+    if should_cancel is not None and should_cancel():
+        raise JobCancelled(f"The job was cancelled after {done} of {total} frames.")
+
+
+# ----------------------------------------------------------------------------------------
+# The classic tracker
+# ----------------------------------------------------------------------------------------
+
+_BINS = 16
+_SHIFT = 4  # 256 / 16
+
+
+def _colour_index(img: np.ndarray) -> np.ndarray:
+    q = (img >> _SHIFT).astype(np.int32)
+    return (q[..., 0] << 8) | (q[..., 1] << 4) | q[..., 2]
+
+
+def _hist(idx: np.ndarray, sel: np.ndarray) -> np.ndarray:
+    h = np.bincount(idx[sel], minlength=_BINS**3).astype(np.float32)
+    s = h.sum()
+    return h / s if s > 0 else h
+
+
+def _largest_touching(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """Connected components of `mask` that overlap `seeds` (bool arrays)."""
+    n, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return np.zeros_like(mask, bool)
+    hit = np.unique(labels[seeds & mask])
+    hit = hit[hit > 0]
+    if hit.size == 0:
+        return np.zeros_like(mask, bool)
+    return np.isin(labels, hit)
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    m = mask.astype(np.uint8)
+    contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    out = np.zeros_like(m)
+    cv2.drawContours(out, contours, -1, 1, thickness=-1)
+    return out > 0
+
+
+def _grabcut(img, positives, negatives, box, seed_r) -> np.ndarray:
+    h, w = img.shape[:2]
+    gc = np.full((h, w), cv2.GC_PR_BGD, np.uint8)
+    if box is not None:
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        gc[:] = cv2.GC_BGD
+        gc[max(0, y0):min(h, y1), max(0, x0):min(w, x1)] = cv2.GC_PR_FGD
+    for x, y in positives:
+        cv2.circle(gc, (int(x), int(y)), seed_r, cv2.GC_FGD, -1)
+    for x, y in negatives:
+        cv2.circle(gc, (int(x), int(y)), seed_r, cv2.GC_BGD, -1)
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)
+    cv2.grabCut(img, gc, None, bgd, fgd, 5, cv2.GC_INIT_WITH_MASK)
+    fg = (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
+    fg = cv2.morphologyEx(fg.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)) > 0
+    seeds = np.zeros((h, w), np.uint8)
+    for x, y in positives:
+        cv2.circle(seeds, (int(x), int(y)), seed_r, 1, -1)
+    seeds = seeds > 0
+    if box is not None and not positives:
+        seeds = fg
+    return _fill_holes(_largest_touching(fg, seeds))
+
+
+def initial_mask(img: np.ndarray, positives: list[tuple[float, float]], negatives: list[tuple[float, float]],
+                 box: tuple[float, float, float, float] | None) -> np.ndarray:
+    """Mask (bool) of the object designated by clicks / box on a (small) BGR frame.
+
+    GrabCut seeded by the clicks, on a window around them that doubles while the object
+    touches its edge (a local background model separates low-contrast objects better than
+    one learned on the whole frame); with a box, on the box plus a margin.
+    """
+    h, w = img.shape[:2]
+    seed_r = max(2, int(round(0.015 * min(h, w))))
+    pts = positives + negatives
+    if box is not None:
+        bx0, by0, bx1, by1 = box
+        m = 0.25 * max(bx1 - bx0, by1 - by0)
+        x0, y0, x1, y1 = bx0 - m, by0 - m, bx1 + m, by1 + m
+        half = None
+    else:
+        cx = float(np.mean([p[0] for p in positives]))
+        cy = float(np.mean([p[1] for p in positives]))
+        half = 0.22 * min(h, w)
+        x0, y0, x1, y1 = cx - half, cy - half, cx + half, cy + half
+    for _ in range(4):
+        X0, Y0 = max(0, int(min([x0] + [p[0] - seed_r - 2 for p in pts]))), max(0, int(min([y0] + [p[1] - seed_r - 2 for p in pts])))
+        X1 = min(w, int(np.ceil(max([x1] + [p[0] + seed_r + 2 for p in pts]))))
+        Y1 = min(h, int(np.ceil(max([y1] + [p[1] + seed_r + 2 for p in pts]))))
+        sub = np.ascontiguousarray(img[Y0:Y1, X0:X1])
+        shift = lambda q: [(x - X0, y - Y0) for x, y in q]  # noqa: E731
+        sbox = None if box is None else (box[0] - X0, box[1] - Y0, box[2] - X0, box[3] - Y0)
+        part = _grabcut(sub, shift(positives), shift(negatives), sbox, seed_r)
+        obj = np.zeros((h, w), bool)
+        obj[Y0:Y1, X0:X1] = part
+        full = (X0, Y0, X1, Y1) == (0, 0, w, h)
+        edges = (part[0].any() and Y0 > 0) or (part[-1].any() and Y1 < h) or \
+                (part[:, 0].any() and X0 > 0) or (part[:, -1].any() and X1 < w)
+        if half is None or full or not edges:
+            break
+        half *= 2
+        x0, y0, x1, y1 = cx - half, cy - half, cx + half, cy + half
+    if obj.sum() < 3 * np.pi * seed_r**2 or obj.mean() > 0.6:
+        # Nothing sensible was isolated: fall back to a disc (or the box).
+        obj = np.zeros((h, w), bool)
+        if box is not None:
+            obj[max(0, int(box[1])):min(h, int(box[3])), max(0, int(box[0])):min(w, int(box[2]))] = True
+        for x, y in positives:
+            cv2.circle(obj.view(np.uint8), (int(x), int(y)), 4 * seed_r, 1, -1)
+    return obj
+
+
+@dataclass
+class _State:
+    ref: np.ndarray  # uint8 0/255 reference shape
+    pose: np.ndarray  # 2x3: ref coords -> current frame
+    vis: np.ndarray  # bool visible mask on the current frame
+    velocity: np.ndarray = field(default_factory=lambda: np.array([[1, 0, 0], [0, 1, 0]], np.float64))
+    lost: bool = False
+    lost_for: int = 0
+    ref_area: float = 0.0
+    template: np.ndarray | None = None  # BGR patch of the object (for re-acquisition)
+    template_mask: np.ndarray | None = None
+
+
+def _compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """2x3 affine a∘b (apply b then a)."""
+    a3 = np.vstack([a, [0, 0, 1]])
+    b3 = np.vstack([b, [0, 0, 1]])
+    return (a3 @ b3)[:2]
+
+
+_IDENT = np.array([[1, 0, 0], [0, 1, 0]], np.float64)
+
+
+def _similarity(m: np.ndarray) -> np.ndarray:
+    """The similarity (rotation, uniform scale, translation) closest to affine `m`."""
+    a, b, c, d = m[0, 0], m[0, 1], m[1, 0], m[1, 1]
+    p, q = (a + d) / 2, (c - b) / 2
+    return np.array([[p, -q, m[0, 2]], [q, p, m[1, 2]]], np.float64)
+
+
+class ClassicTracker(VideoTracker):
+    """The default CPU tracker (see the module docstring). Parameters are in small-frame px."""
+
+    def __init__(self, max_side: int = 320, lost_ratio: float = 0.2, found_ratio: float = 0.5,
+                 jpeg_quality: int = 92) -> None:
+        self.max_side = max_side
+        self.lost_ratio = lost_ratio
+        self.found_ratio = found_ratio
+        self.jpeg_quality = jpeg_quality
+        self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
+
+    # -- small frames ---------------------------------------------------------------------
+    def _small_size(self, info: VideoInfo) -> tuple[int, int]:
+        scale = min(1.0, self.max_side / max(info.width, info.height))
+        return max(8, int(round(info.width * scale))), max(8, int(round(info.height * scale)))
+
+    def _load(self, i: int) -> np.ndarray:
+        img = self._cache.get(i)
+        if img is None:
+            img = cv2.imdecode(np.frombuffer(self._jpeg[i], np.uint8), cv2.IMREAD_COLOR)
+            if len(self._cache) > 8:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[i] = img
+        return img
+
+    # -- the main entry point ---------------------------------------------------------------
+    def track(self, in_path, info, prompt, *, progress=None, should_cancel=None) -> MaskTrack:
+        sw, sh = self._small_size(info)
+        sx, sy = sw / info.width, sh / info.height
+        self._jpeg: list[bytes] = []
+        self._cache: dict[int, np.ndarray] = {}
+        pts: list[int | None] = []
+        total = info.frame_count
+        with VideoReader(in_path, info) as reader:
+            for item in reader.video_frames():
+                _check_cancel(should_cancel, item.index, total)
+                small = cv2.resize(item.image, (sw, sh), interpolation=cv2.INTER_AREA)
+                ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+                self._jpeg.append(buf.tobytes())
+                pts.append(item.pts)
+                if progress is not None and item.index % 10 == 0:
+                    progress(STAGE_TRACKING, item.index, 3 * max(total, item.index + 1))
+        n = len(self._jpeg)
+        if n == 0:
+            from .errors import EmptyVideo
+
+            raise EmptyVideo(f"No frame of {info.path.name!r} could be decoded.")
+        total = n
+
+        k = min(prompt.frame, n - 1)
+        pos = [(p.x * sx, p.y * sy) for p in prompt.positive_points if p.frame == k]
+        neg = [(p.x * sx, p.y * sy) for p in prompt.points if p.label == 0 and p.frame == k]
+        box = None
+        if prompt.box is not None and prompt.box.frame == k:
+            b = prompt.box
+            box = (b.x0 * sx, b.y0 * sy, b.x1 * sx, b.y1 * sy)
+        if not pos and box is None:
+            raise InvalidPrompt("Click on the object (a positive point) or draw a box around it.")
+        self._neg_by_frame: dict[int, list[tuple[float, float]]] = {}
+        for p in prompt.points:
+            if p.label == 0 and p.frame != k:
+                self._neg_by_frame.setdefault(p.frame, []).append((p.x * sx, p.y * sy))
+
+        img_k = self._load(k)
+        obj = initial_mask(img_k, pos, neg, box)
+        masks: list[np.ndarray | None] = [None] * n
+        conf = np.zeros(n, np.float32)
+        lost = np.zeros(n, bool)
+        masks[k] = obj
+        conf[k] = 1.0
+        self._init_models(img_k, obj)
+        state0 = self._new_state(img_k, obj)
+        done = [1]
+
+        def tick() -> None:
+            done[0] += 1
+            _check_cancel(should_cancel, done[0], n)
+            if progress is not None and done[0] % 10 == 0:
+                progress(STAGE_TRACKING, n + done[0], 3 * n)
+
+        # Forward then backward from the prompted frame.
+        for direction in (1, -1):
+            self._init_models(img_k, obj)
+            self._run(k, direction, self._copy_state(state0), masks, conf, lost, n, tick, overwrite=True)
+        # Re-emergences: where a lost run ends, also track back into it.
+        for direction in (1, -1):
+            for i in range(n):
+                j = i - direction
+                if 0 <= j < n and lost[j] and not lost[i] and masks[i] is not None:
+                    # i is found right after (in `direction`) a lost run: go back into it.
+                    st = self._new_state(self._load(i), masks[i])
+                    self._run(i, -direction, st, masks, conf, lost, n, tick, overwrite=False)
+
+        motion = self._camera_motion(masks, n, info, tick)
+        full_scale = np.diag([1 / sx, 1 / sy, 1.0])
+        motion_full = np.stack([full_scale @ m @ np.linalg.inv(full_scale) for m in motion]).astype(np.float32)
+        pngs = [encode_mask(np.where(m, 255, 0).astype(np.uint8)) for m in masks]
+        if progress is not None:
+            progress(STAGE_TRACKING, 3 * n, 3 * n)
+        self._jpeg, self._cache = [], {}
+        return MaskTrack(info.width, info.height, sw, sh, pngs, conf, lost, pts, motion_full,
+                         Fraction(info.time_base), meta={"tracker": "ClassicTracker", "prompt_frame": k})
+
+    # -- models ---------------------------------------------------------------------------
+    def _ring(self, obj: np.ndarray) -> np.ndarray:
+        area = max(1.0, float(obj.sum()))
+        r = int(np.clip(0.6 * np.sqrt(area), 6, 60))
+        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+        return (cv2.dilate(obj.astype(np.uint8), k) > 0) & ~obj
+
+    def _init_models(self, img: np.ndarray, obj: np.ndarray) -> None:
+        idx = _colour_index(img)
+        self._hf = _hist(idx, obj)
+        self._hb = _hist(idx, self._ring(obj)) * 0.7 + _hist(idx, ~obj) * 0.3
+        self._update_lut()
+        sep = self._separability(self._prob(img), obj)
+        self._alpha = float(np.clip((sep - 0.15) / 0.5, 0.0, 0.85))
+
+    def _update_lut(self) -> None:
+        eps = 1e-4
+        self._lut = ((self._hf + eps) / (self._hf + self._hb + 2 * eps)).astype(np.float32)
+
+    def _prob(self, img: np.ndarray) -> np.ndarray:
+        p = self._lut[_colour_index(img)]
+        return cv2.GaussianBlur(p, (5, 5), 0)
+
+    def _separability(self, p: np.ndarray, obj: np.ndarray) -> float:
+        ring = self._ring(obj)
+        if not obj.any() or not ring.any():
+            return 0.0
+        return float(p[obj].mean() - p[ring].mean())
+
+    def _new_state(self, img: np.ndarray, obj: np.ndarray) -> _State:
+        ref = np.where(obj, 255, 0).astype(np.uint8)
+        st = _State(ref=ref, pose=_IDENT.copy(), vis=obj.copy(), ref_area=float(obj.sum()))
+        self._set_template(st, img, obj)
+        return st
+
+    def _set_template(self, st: _State, img: np.ndarray, obj: np.ndarray) -> None:
+        x, y, w, h = cv2.boundingRect(obj.astype(np.uint8))
+        if w >= 4 and h >= 4:
+            st.template = img[y:y + h, x:x + w].copy()
+            st.template_mask = obj[y:y + h, x:x + w].copy()
+
+    @staticmethod
+    def _copy_state(st: _State) -> _State:
+        return _State(st.ref.copy(), st.pose.copy(), st.vis.copy(), st.velocity.copy(), st.lost, st.lost_for,
+                      st.ref_area, st.template, st.template_mask)
+
+    # -- one direction ----------------------------------------------------------------------
+    def _run(self, start: int, direction: int, st: _State, masks, conf, lost, n, tick, overwrite: bool) -> None:
+        prev_img = self._load(start)
+        i = start + direction
+        while 0 <= i < n:
+            if not overwrite and not lost[i]:
+                break
+            img = self._load(i)
+            vis, c, is_lost = self._step(st, prev_img, img, i)
+            if overwrite or not is_lost:
+                masks[i], conf[i], lost[i] = vis, c, is_lost
+            elif not overwrite and is_lost:
+                # Keep whatever the earlier pass had, but add what we see now (never less).
+                if masks[i] is not None:
+                    masks[i] = masks[i] | vis
+                break
+            tick()
+            prev_img = img
+            i += direction
+
+    def _step(self, st: _State, prev_img: np.ndarray, img: np.ndarray, i: int) -> tuple[np.ndarray, float, bool]:
+        h, w = img.shape[:2]
+        delta = None
+        if not st.lost and st.vis.sum() >= 12:
+            delta = self._flow_delta(st, prev_img, img)
+        if delta is None:
+            delta = st.velocity if st.lost_for < 15 else _IDENT
+        else:
+            st.velocity = 0.5 * st.velocity + 0.5 * delta
+        st.pose = _compose(delta, st.pose)
+        vis, ratio, prior = self._segment(st, img)
+        if ratio < self.found_ratio and (st.lost or ratio < self.lost_ratio):
+            found = self._reacquire(st, img)
+            if found is not None:
+                st.pose = found
+                vis, ratio, prior = self._segment(st, img)
+        negs = self._neg_by_frame.get(i)
+        if negs:
+            for x, y in negs:
+                comp = _largest_touching(vis, self._disc(h, w, x, y, 2))
+                vis &= ~comp
+        is_lost = ratio < (self.found_ratio if st.lost else self.lost_ratio)
+        st.lost = is_lost
+        st.lost_for = st.lost_for + 1 if is_lost else 0
+        c = float(np.clip(ratio, 0.0, 1.0))
+        if not is_lost:
+            st.vis = vis
+            area = float(vis.sum())
+            if 0.85 <= ratio <= 1.25 and area > 0:
+                # Fully visible: adopt the current shape as the reference (non-rigid change,
+                # scale drift) and refresh the appearance models a little.
+                st.ref = np.where(vis, 255, 0).astype(np.uint8)
+                st.pose = _IDENT.copy()
+                st.ref_area = area
+                self._refresh_models(img, vis)
+                self._set_template(st, img, vis)
+        else:
+            st.vis = vis
+        return vis, c, is_lost
+
+    @staticmethod
+    def _disc(h: int, w: int, x: float, y: float, r: int) -> np.ndarray:
+        d = np.zeros((h, w), np.uint8)
+        cv2.circle(d, (int(x), int(y)), r, 1, -1)
+        return d > 0
+
+    def _refresh_models(self, img: np.ndarray, obj: np.ndarray) -> None:
+        idx = _colour_index(img)
+        self._hf = 0.9 * self._hf + 0.1 * _hist(idx, obj)
+        self._hb = 0.7 * self._hb + 0.3 * _hist(idx, self._ring(obj))
+        self._update_lut()
+
+    def _flow_delta(self, st: _State, prev_img: np.ndarray, img: np.ndarray) -> np.ndarray | None:
+        """Motion of the object from the previous frame: 2x3 similarity/affine, or None.
+
+        Candidates (DIS flow on the visible pixels fitted by RANSAC, a template match of the
+        object's patch, the last velocity, no motion) are scored by how well they map the
+        object's pixels onto the new frame; the best is refined by ECC alignment.
+        """
+        h, w = img.shape[:2]
+        x, y, bw, bh = cv2.boundingRect(st.vis.astype(np.uint8))
+        speed = float(np.hypot(st.velocity[0, 2], st.velocity[1, 2]))
+        pad = int(max(16, 0.5 * max(bw, bh), 2.5 * speed + 8))
+        x0, y0, x1, y1 = max(0, x - pad), max(0, y - pad), min(w, x + bw + pad), min(h, y + bh + pad)
+        g0 = cv2.cvtColor(prev_img[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY)
+        g1 = cv2.cvtColor(img[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY)
+        if min(g0.shape) < 16:
+            return None
+        vis = st.vis[y0:y1, x0:x1]
+        ys, xs = np.nonzero(vis)
+        if xs.size > 400:
+            sel = np.linspace(0, xs.size - 1, 400).astype(int)
+            xs, ys = xs[sel], ys[sel]
+        src = np.stack([xs, ys], axis=1).astype(np.float32)  # ROI coordinates
+        ref_vals = g0[ys, xs].astype(np.float32)
+
+        def to_roi(m: np.ndarray) -> np.ndarray:
+            t0 = np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]], np.float64)
+            return (np.linalg.inv(t0) @ np.vstack([m, [0, 0, 1]]) @ t0)[:2]
+
+        def to_frame(m: np.ndarray) -> np.ndarray:
+            t0 = np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]], np.float64)
+            return (t0 @ np.vstack([m, [0, 0, 1]]) @ np.linalg.inv(t0))[:2]
+
+        def cost(m_roi: np.ndarray) -> float:
+            d = src @ m_roi[:, :2].T.astype(np.float32) + m_roi[:, 2].astype(np.float32)
+            vals = cv2.remap(g1, d[:, 0].reshape(-1, 1), d[:, 1].reshape(-1, 1), cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=-1.0 if False else 0)
+            inside = (d[:, 0] >= 0) & (d[:, 1] >= 0) & (d[:, 0] <= g1.shape[1] - 1) & (d[:, 1] <= g1.shape[0] - 1)
+            if inside.mean() < 0.5:
+                return 1e9
+            return float(np.mean(np.abs(vals.ravel()[inside].astype(np.float32) - ref_vals[inside])))
+
+        candidates = [to_roi(_IDENT), to_roi(st.velocity)]
+        flow = self._dis.calc(g0, g1, None)
+        dst = src + flow[ys, xs]
+        m, inliers = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=1.5,
+                                                 maxIters=200, confidence=0.98, refineIters=5)
+        if m is not None and inliers is not None and inliers.sum() >= max(6, 0.3 * len(src)):
+            candidates.append(m.astype(np.float64))
+        # Template match of the object's patch around its expected place.
+        tx0, ty0 = x - x0, y - y0
+        tpl = g0[ty0:ty0 + bh, tx0:tx0 + bw]
+        if tpl.shape[0] >= 4 and tpl.shape[1] >= 4 and tpl.shape[0] < g1.shape[0] and tpl.shape[1] < g1.shape[1]:
+            res = cv2.matchTemplate(g1, tpl, cv2.TM_SQDIFF_NORMED)
+            _, _, loc, _ = cv2.minMaxLoc(res)
+            candidates.append(np.array([[1, 0, loc[0] - tx0], [0, 1, loc[1] - ty0]], np.float64))
+        costs = [cost(c) for c in candidates]
+        best = candidates[int(np.argmin(costs))]
+        best_cost = min(costs)
+        try:
+            warp = best.astype(np.float32).copy()
+            criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 1e-3)
+            _, warp = cv2.findTransformECC(g0, g1, warp, cv2.MOTION_AFFINE, criteria,
+                                           vis.astype(np.uint8) * 255, 3)
+            c = cost(warp.astype(np.float64))
+            if c < best_cost:
+                best, best_cost = warp.astype(np.float64), c
+        except cv2.error:
+            pass
+        out = _similarity(to_frame(best))
+        scale = float(np.sqrt(abs(np.linalg.det(out[:, :2]))))
+        if not 0.85 < scale < 1.18:
+            return None
+        return out
+
+    def _segment(self, st: _State, img: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+        h, w = img.shape[:2]
+        prior = cv2.warpAffine(st.ref, st.pose, (w, h), flags=cv2.INTER_LINEAR) .astype(np.float32) / 255.0
+        expected = float((prior > 0.5).sum())
+        if expected < 1:
+            return np.zeros((h, w), bool), 0.0, prior
+        band = int(np.clip(0.12 * np.sqrt(expected), 2, 12))
+        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))
+        allowed = cv2.dilate((prior > 0.5).astype(np.uint8), k) > 0
+        soft_prior = cv2.GaussianBlur(prior, (2 * band + 1, 2 * band + 1), 0)
+        p = self._prob(img)
+        a = self._alpha
+        score = a * p + (1 - a) * soft_prior
+        vis = (score > 0.5) & allowed
+        vis = cv2.morphologyEx(vis.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8)) > 0
+        vis = cv2.morphologyEx(vis.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)) > 0
+        vis = _largest_touching(vis, prior > 0.5)
+        vis = _fill_holes(vis) & allowed
+        ratio = float(vis.sum()) / max(expected, 1.0)
+        return vis, ratio, prior
+
+    def _reacquire(self, st: _State, img: np.ndarray) -> np.ndarray | None:
+        """Search the whole frame for the object's appearance; a new pose, or None."""
+        if st.template is None:
+            return None
+        p = self._prob(img)
+        best = None
+        th, tw = st.template.shape[:2]
+        cx_ref, cy_ref = cv2.boundingRect(st.ref)[:2]
+        for s in (0.85, 1.0, 1.18):
+            tpl = cv2.resize(st.template, (max(4, int(tw * s)), max(4, int(th * s))))
+            tm = cv2.resize(st.template_mask.astype(np.uint8), (tpl.shape[1], tpl.shape[0]),
+                            interpolation=cv2.INTER_NEAREST)
+            if tpl.shape[0] >= img.shape[0] or tpl.shape[1] >= img.shape[1]:
+                continue
+            res = cv2.matchTemplate(img, tpl, cv2.TM_CCOEFF_NORMED)
+            # Weight by colour evidence at the placed mask's centre region.
+            pc = cv2.boxFilter(p, -1, (tpl.shape[1], tpl.shape[0]), normalize=True)
+            pc = pc[tpl.shape[0] // 2: tpl.shape[0] // 2 + res.shape[0], tpl.shape[1] // 2: tpl.shape[1] // 2 + res.shape[1]]
+            score = res * np.clip(pc[: res.shape[0], : res.shape[1]] * 2.0, 0, 1)
+            _, val, _, loc = cv2.minMaxLoc(score)
+            if best is None or val > best[0]:
+                best = (val, loc, s, tm)
+        if best is None or best[0] < 0.45:
+            return None
+        val, (lx, ly), s, tm = best
+        # Pose: the template's bbox in the reference frame maps to (lx, ly) at scale s.
+        # The template came from the mask at the time it was set; approximate its reference
+        # position by the current reference's bbox (both are the object's full shape).
+        rx, ry, rw, rh = cv2.boundingRect(st.ref)
+        pose = np.array([[s, 0, lx - s * rx], [0, s, ly - s * ry]], np.float64)
+        del cx_ref, cy_ref
+        st.velocity = _IDENT.copy()
+        return pose
+
+    # -- camera motion (for erase) -----------------------------------------------------------
+    def _camera_motion(self, masks, n: int, info: VideoInfo, tick) -> list[np.ndarray]:
+        motion = [np.eye(3)]
+        prev = cv2.cvtColor(self._load(0), cv2.COLOR_BGR2GRAY)
+        h, w = prev.shape
+        gy, gx = np.mgrid[4:h - 4:8, 4:w - 4:8]
+        grid = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9))
+        for i in range(1, n):
+            cur = cv2.cvtColor(self._load(i), cv2.COLOR_BGR2GRAY)
+            blocked = np.zeros((h, w), np.uint8)
+            for j in (i - 1, i):
+                if masks[j] is not None:
+                    blocked |= cv2.dilate(masks[j].astype(np.uint8), kernel)
+            ok = blocked[grid[:, 1].astype(int), grid[:, 0].astype(int)] == 0
+            pts = grid[ok]
+            m = np.eye(3)
+            if len(pts) >= 12:
+                nxt, st, _ = cv2.calcOpticalFlowPyrLK(prev, cur, pts.reshape(-1, 1, 2), None, winSize=(15, 15),
+                                                      maxLevel=3)
+                good = st.ravel() == 1
+                if good.sum() >= 12:
+                    a, b = pts[good], nxt.reshape(-1, 2)[good]
+                    hm, inl = cv2.findHomography(a, b, cv2.RANSAC, 1.0)
+                    if hm is not None and inl is not None and inl.sum() >= 10:
+                        m = hm
+            motion.append(m)
+            prev = cur
+        return motion
