@@ -14,4 +14,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+bash scripts/build-web.sh   # the web page (web/ → web/dist), served by the API at /
 echo "installed into $(pwd)/.venv"

@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
+bash scripts/install-browser.sh   # Debian's chromium for the browser tests
 . .venv/bin/activate
 exec python -m pytest -ra "$@"
