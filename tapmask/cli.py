@@ -150,5 +150,11 @@ def demo(
     console.print(f"[green]done[/green] in {time.monotonic() - t0:.1f}s: the blurred video is at [bold]{result.resolve()}[/bold]")
 
 
+# engine (issue 4): `tapmask process IN -o OUT --point X,Y[,FRAME] ...`
+from gpu_consumers.engine.cli import process_command  # noqa: E402
+
+app.command("process")(process_command)
+
+
 if __name__ == "__main__":
     app()

@@ -1,0 +1,62 @@
+"""The default tracker on synthetic clips with exact ground truth (fast subset of bench/engine_quality.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpu_consumers.engine import ClassicTracker, MaskTrack, Point, Prompt, track_video
+from gpu_consumers.engine.effects import soft_alpha
+from tapmask.synthetic import iou, make_gt_clip
+
+MARGIN = 8
+
+
+def _leaked(mask: np.ndarray, gt: np.ndarray) -> bool:
+    """Some visible ground-truth pixel lies outside the mask grown by the blur margin."""
+    found = soft_alpha(mask.astype(np.uint8), MARGIN, 0)
+    covered = np.zeros_like(gt)
+    if found is not None:
+        covered[found[1]] = found[0] >= 1.0
+    return bool((gt & ~covered).any())
+
+
+# The kinds that meet the targets today; the others are measured in bench/engine_quality.py.
+@pytest.mark.parametrize("kind", ["basic", "distractor", "late_click"])
+def test_tracks_the_object_forwards_and_backwards(tmp_path, kind):
+    clip = make_gt_clip(tmp_path / f"{kind}.mp4", kind, 320, 180, 40)
+    x, y, f = clip.click
+    track = track_video(clip.path, Prompt([Point(x, y, f)]))
+    assert len(track) == clip.frames == 40
+    ious = [iou(track.full_mask(i) > 0, clip.masks[i]) for i in range(len(track))]
+    assert np.mean(ious) >= 0.85, ious
+    assert not any(_leaked(track.full_mask(i) > 0, clip.masks[i]) for i in range(len(track)))
+    assert track.lost_frames() == []
+
+
+def test_full_occlusion_is_reported_lost_and_reacquired(tmp_path):
+    clip = make_gt_clip(tmp_path / "occ.mp4", "occlusion", 320, 180, 40)
+    x, y, f = clip.click
+    track = track_video(clip.path, Prompt([Point(x, y, f)]))
+    hidden = [i for i in range(40) if not clip.masks[i].any()]
+    assert hidden, "the clip must hide the object completely"
+    lost = set(track.lost_frames())
+    assert set(hidden) <= lost  # never silently "found" where nothing is visible
+    last = range(hidden[-1] + 5, 40)  # after the wall has passed: found again
+    assert all(not track.lost[i] for i in last)
+    assert np.mean([iou(track.full_mask(i) > 0, clip.masks[i]) for i in last]) >= 0.8
+
+
+def test_track_round_trips_through_bytes_and_masks_out(tmp_path):
+    clip = make_gt_clip(tmp_path / "b.mp4", "basic", 160, 96, 8)
+    track = ClassicTracker().track(clip.path, __import__("gpu_consumers.engine", fromlist=["probe"]).probe(clip.path),
+                                   Prompt([Point(*clip.click[:2], 0)]))
+    back = MaskTrack.load(track.save(tmp_path / "t.npz"))
+    assert len(back) == 8 and back.pts == track.pts
+    assert all(np.array_equal(back.full_mask(i), track.full_mask(i)) for i in range(8))
+    assert np.array_equal(back.confidence, track.confidence) and np.allclose(back.motion, track.motion)
+    folder = track.write_masks(tmp_path / "masks")
+    doc = __import__("json").loads((folder / "masks.json").read_text())
+    assert len(doc["masks"]) == 8 and (folder / "000007.png").exists()
+    m = doc["masks"][3]
+    assert set(m) == {"frame", "file", "bbox", "area", "confidence", "lost"} and m["area"] > 0
