@@ -9,6 +9,7 @@ Faust; ours come from infra/topics.toml and are never re-declared here.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
 from typing import Any
@@ -66,23 +67,48 @@ def decode(name: str, value: bytes) -> dict[str, Any]:
     return serde.decode(schema_by_topic()[name], value)
 
 
-async def emit(name: str, key: str, record: dict[str, Any] | None) -> None:
-    """Produce an event and wait until the broker has acknowledged it."""
+async def emit(name: str, key: str, record: dict[str, Any] | None, wait: bool = True) -> None:
+    """Produce an event; with ``wait`` (default) return once the broker acknowledged it.
+
+    ``wait=False`` is for the hot path of agents: the record is buffered and this returns at
+    once. That keeps at-least-once, because Faust flushes its producer (every buffered record
+    acknowledged) before it commits the offsets of the events that caused them; a record the
+    broker refuses is logged.
+    """
     schema = schema_by_topic()[name]
     value = None if record is None else serde.encode(schema, record)
     fut = await topic(name).send(key=key.encode(), value=value, headers={serde.HEADER_SCHEMA: schema.encode()})
-    await fut  # resolves once the broker acknowledged the record
+    if wait:
+        await fut  # resolves once the broker acknowledged the record
+    else:
+        fut.add_done_callback(_log_send_failure)
+
+
+def _log_send_failure(fut: Any) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.error("emit.failed", error=str(fut.exception()))
+
+
+def stable_id(*parts: str) -> str:
+    """A deterministic event id: the same logical event re-emitted after a crash keeps its id."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, "tapmask:" + ":".join(parts)).hex
 
 
 RETRY_DELAYS_S = (2.0, 4.0)  # DESIGN: 2 s, x2, 3 attempts in all
 
 
-async def guarded(service: str, event: Any, topic_name: str, handler: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
-    """Decode ``event`` and run ``handler`` on it so that nothing blocks the partition.
+GiveUp = Callable[[dict[str, Any], str], Awaitable[None]]
+
+
+async def guarded(service: str, event: Any, topic_name: str, handler: Callable[[dict[str, Any]], Awaitable[None]],
+                  on_give_up: GiveUp | None = None) -> None:
+    """Decode ``event`` and run ``handler`` on it so that nothing blocks the partition for long.
 
     An undecodable event goes straight to the dead-letter topic. Any other failure is retried
     with exponential backoff (2 s, 4 s); the third failure dead-letters the event, with the
-    reason, and the agent moves on. Handlers are idempotent, so a retry is safe.
+    reason, then ``on_give_up(record, reason)`` tells the user (e.g. fails the job with a
+    readable reason), and the agent moves on. Handlers are idempotent, so a retry is safe.
+    The partition waits at most 6 s for one poison event.
     """
     msg = event.message
     try:
@@ -97,7 +123,13 @@ async def guarded(service: str, event: Any, topic_name: str, handler: Callable[[
         except Exception as exc:  # noqa: BLE001 - every failure is retried, then dead-lettered
             if attempt == len(RETRY_DELAYS_S):
                 log.exception("agent.dead_letter", service=service, topic=msg.topic, offset=msg.offset)
-                await dead_letter(service, msg, f"{type(exc).__name__}: {exc}", attempts=attempt + 1)
+                reason = f"{type(exc).__name__}: {exc}"
+                await dead_letter(service, msg, reason, attempts=attempt + 1)
+                if on_give_up is not None:
+                    try:
+                        await on_give_up(record, reason)
+                    except Exception:  # noqa: BLE001 - the event is parked already
+                        log.exception("agent.give_up_failed", service=service)
                 return
             log.warning("agent.retry", service=service, error=str(exc), attempt=attempt + 1)
             await asyncio.sleep(RETRY_DELAYS_S[attempt])
@@ -113,5 +145,15 @@ async def dead_letter(service: str, msg: Any, error: str, attempts: int) -> None
     })
 
 
+async def dead_letter_record(service: str, topic_name: str, key: str, value: bytes | None, error: str, attempts: int) -> None:
+    """Park something that is not a consumed message (e.g. a webhook delivery that ran out of
+    retries) on the dead-letter topic; partition and offset are -1."""
+    await emit(DLQ, key, envelope() | {
+        "service": service, "original_topic": settings.topic(topic_name), "original_partition": -1,
+        "original_offset": -1, "original_key": key.encode(), "original_value": value,
+        "error": error[:2000], "attempts": attempts,
+    })
+
+
 # Register the agents (import for their side effect on `app`).
-from processors import quota, status, validation  # noqa: E402,F401
+from processors import notifications, quota, status, validation  # noqa: E402,F401

@@ -18,20 +18,31 @@ class ProbeRejected(ValueError):
     """The file is not a video TapMask can process; the message says why, for a person."""
 
 
-def _rotation(stream: Any) -> int:
-    """Display rotation in degrees from the stream's display matrix (0 when absent)."""
+def _rotation(frame: Any) -> int:
+    """Display rotation in degrees, 0/90/180/270. PyAV exposes the stream's display matrix
+    only on decoded frames (``VideoFrame.rotation``, counter-clockwise degrees), as the
+    engine's ``gpu_consumers.engine.video_io.probe`` reads it too."""
     try:
-        frame_side = stream.side_data  # PyAV exposes the display matrix rotation here
-        rot = frame_side.get("DISPLAYMATRIX") if hasattr(frame_side, "get") else None
-        return int(round(float(rot))) % 360 if rot is not None else 0
-    except Exception:
+        return int(round(float(frame.rotation or 0))) % 360
+    except (AttributeError, TypeError, ValueError):
         return 0
+
+
+def _count_packets(source: IO[bytes] | str) -> int:
+    """Count video packets by demuxing (no decoding), for containers without a frame count
+    (webm, some avi): the one case where the probe reads the whole file."""
+    if hasattr(source, "seek"):
+        source.seek(0)
+    with av.open(source, mode="r") as container:
+        return sum(1 for packet in container.demux(video=0) if packet.size > 0)
 
 
 def probe_video(source: IO[bytes] | str, container_hint: str) -> dict[str, Any]:
     """Metadata of a video (the VideoMetadata Avro record), or ProbeRejected with the reason."""
     if container_hint not in SUPPORTED:
-        raise ProbeRejected(f"unsupported container {container_hint!r}")
+        raise ProbeRejected(f"unsupported container {container_hint!r} (TapMask takes {', '.join(sorted(SUPPORTED))})")
+    if getattr(source, "size", None) == 0:
+        raise ProbeRejected("the file is empty (0 bytes)")
     try:
         container = av.open(source, mode="r")
     except (av.error.FFmpegError, ValueError, OSError) as exc:
@@ -58,12 +69,10 @@ def probe_video(source: IO[bytes] | str, container_hint: str) -> dict[str, Any]:
             raise ProbeRejected(f"the video stream could not be decoded ({exc.__class__.__name__})") from exc
         if first is None:
             raise ProbeRejected("the video has no frames")
-        # mp4/mov know their frame count; others (webm) are estimated from the duration.
-        frames = int(vs.frames or round(duration_s * float(rate)))
-        if frames <= 0:
-            raise ProbeRejected("the video has no frames")
+        frames = int(vs.frames or 0)  # mp4/mov record it
+        rotation = _rotation(first)
         audio = container.streams.audio[0] if container.streams.audio else None
-        return {
+        meta = {
             "container": container_hint,
             "codec": vs.codec_context.name,
             "width": int(first.width),
@@ -71,8 +80,18 @@ def probe_video(source: IO[bytes] | str, container_hint: str) -> dict[str, Any]:
             "fps_num": rate.numerator,
             "fps_den": rate.denominator,
             "frame_count": frames,
-            "duration_s": duration_s or frames / float(rate),
-            "rotation": _rotation(vs),
+            "duration_s": duration_s,
+            "rotation": rotation,
             "has_audio": audio is not None,
             "audio_codec": audio.codec_context.name if audio is not None else None,
         }
+    if meta["frame_count"] <= 0:
+        try:
+            meta["frame_count"] = _count_packets(source)
+        except (av.error.FFmpegError, ValueError, OSError) as exc:
+            raise ProbeRejected(f"the video is damaged: it cannot be read to the end ({exc.__class__.__name__})") from exc
+    if meta["frame_count"] <= 0:
+        raise ProbeRejected("the video has no frames")
+    if not meta["duration_s"]:
+        meta["duration_s"] = meta["frame_count"] / float(rate)
+    return meta

@@ -4,17 +4,27 @@ It folds requested, progress and completed events (all keyed by job_id and co-pa
 into the latest snapshot per job with the rules of ``status_fold`` and writes the snapshot
 to ``tapmask.job.status.v1`` whenever it changes. Its table (changelog-backed) holds the
 snapshots so a restarted worker resumes where it stopped.
+
+A change that a user should hear about (job started, completed, failed, interrupted) also
+goes out on ``tapmask.notification.v1`` with an id derived from (job, kind, attempt), so a
+re-folded event after a crash repeats the same notification id and the webhook/e-mail
+dispatcher de-duplicates it.
+
+Video events (uploaded, validated) are keyed by video, not job, so they are not folded here:
+the API's view reads them directly; a job is only created for a validated video.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import json
+
 import structlog
 
-from processors.app import app, emit, guarded, json_schema, topic
-from processors.status_fold import fold
-from schemas.topics import JOB_COMPLETED, JOB_PROGRESS, JOB_STATUS, SEGMENT_REQUESTED
+from processors.app import app, emit, guarded, json_schema, stable_id, topic
+from processors.status_fold import fold, notifications
+from schemas.topics import JOB_COMPLETED, JOB_PROGRESS, JOB_STATUS, NOTIFICATION, SEGMENT_REQUESTED
 
 log = structlog.get_logger()
 
@@ -38,14 +48,40 @@ def _logical(real_topic: str) -> str:
 def _folder(kind: str):  # type: ignore[no-untyped-def]
     async def apply(record: dict[str, Any]) -> None:
         job_id = record["job_id"]
-        new = fold(snapshots.get(job_id), kind, record)
+        old = snapshots.get(job_id)
+        new = fold(old, kind, record)
         if new is None:
             return
-        await emit(JOB_STATUS, job_id, new)
+        await emit(JOB_STATUS, job_id, new, wait=False)
+        for note_kind, dedup in notifications(old, new):
+            if new["owner_id"]:
+                await emit(NOTIFICATION, new["owner_id"], notification(note_kind, dedup, new, record), wait=False)
         snapshots[job_id] = new
         log.info("status.changed", job_id=job_id, state=new["state"], percent=new["percent"])
 
     return apply
+
+
+def job_payload(snap: dict[str, Any]) -> dict[str, Any]:
+    """What a webhook or e-mail says about a job (public fields only)."""
+    data = {
+        "jobId": snap["job_id"], "videoId": snap["video_id"], "state": snap["state"], "attempt": snap["attempt"],
+        "mode": snap["mode"], "percent": round(float(snap["percent"]), 1), "errorCode": snap["error_code"],
+        "error": snap["error"], "statusUrl": f"/api/v1/status/{snap['job_id']}",
+    }
+    if snap["state"] == "complete":
+        data["downloadUrl"] = f"/api/v1/download/{snap['job_id']}"
+    if snap.get("notice"):
+        data["notice"] = snap["notice"]
+    return data
+
+
+def notification(kind: str, dedup: str, snap: dict[str, Any], cause: dict[str, Any]) -> dict[str, Any]:
+    """A Notification event with a stable id (same job, kind and attempt → same id)."""
+    return {
+        "event_id": stable_id(dedup), "occurred_at": cause["occurred_at"], "correlation_id": cause.get("correlation_id"),
+        "kind": kind, "user_id": snap["owner_id"], "job_id": snap["job_id"], "payload_json": json.dumps(job_payload(snap)),
+    }
 
 
 FOLDERS = {name: _folder(kind) for name, kind in KIND_BY_TOPIC.items()}

@@ -1,9 +1,14 @@
-"""The rules of job state, as one pure function: fold an event into a job's snapshot.
+"""The rules of job state, as pure functions: fold an event into a job's snapshot, and say
+which notifications a change of snapshot deserves.
 
 The status agent is the only writer of the compacted status topic and applies these rules:
 terminal states never change, progress never goes backwards within an attempt, a newer
 attempt supersedes an older one, and duplicates (same event id) or late events change
 nothing. Kept free of Kafka so it can be tested on any order of events.
+
+Event kinds: ``requested`` (segment.requested), ``progress`` (job.progress; its state
+``queued`` comes from the quota agent when the job enters the GPU queue, ``interrupted`` from
+a GPU consumer losing its spot instance) and ``completed`` (job.completed).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ def _base(job_id: str, at: int) -> dict[str, Any]:
         "frames_done": 0, "frames_total": 0, "attempt": 1, "mode": "", "error_code": None,
         "error": None, "output_bucket": None, "output_key": None, "masks_key": None,
         "created_at": at, "updated_at": at, "seen_event_ids": [],
+        "queued_at": None, "max_output_height": None, "notice": None,
     }
 
 
@@ -30,20 +36,29 @@ def fold(snapshot: dict[str, Any] | None, kind: str, event: dict[str, Any]) -> d
     or None when the event changes nothing (duplicate, late, or illegal transition)."""
     if snapshot is not None and event["event_id"] in snapshot["seen_event_ids"]:
         return None
-    snap = dict(snapshot) if snapshot is not None else _base(event["job_id"], event["occurred_at"])
+    # Older snapshots lack newer fields: fill them from the base.
+    snap = _base(event["job_id"], event["occurred_at"]) | (dict(snapshot) if snapshot is not None else {})
     if kind == "requested":
         if snapshot is not None and snapshot["owner_id"]:
             return None  # a duplicate request for a job already known
         snap.update(video_id=event["video_id"], owner_id=event["owner_id"], mode=event["mode"],
                     created_at=min(snap["created_at"], event["occurred_at"]))
+    elif kind == "progress" and event["state"] == "queued":
+        # Quota put the job on the GPU queue. It may arrive after the GPU consumer's first
+        # progress (different producers): record when and the tier's cap, never move back.
+        if snap["state"] in TERMINAL or snap["queued_at"] is not None or event["attempt"] < snap["attempt"]:
+            return None
+        snap.update(queued_at=event["occurred_at"], max_output_height=event.get("max_output_height"),
+                    notice=event.get("message") or snap.get("notice"))
     elif kind == "progress":
         if not _progress_applies(snap, event):
             return None
         if event["attempt"] > snap["attempt"]:
             snap.update(percent=0.0, frames_done=0)
+        # An interruption may report less than the attempt reached: keep the high-water mark.
         snap.update(state=event["state"], attempt=event["attempt"],
-                    percent=max(0.0, min(100.0, float(event["percent"]))),
-                    frames_done=event["frames_done"], frames_total=event["frames_total"])
+                    percent=max(snap["percent"], max(0.0, min(100.0, float(event["percent"])))),
+                    frames_done=max(snap["frames_done"], event["frames_done"]), frames_total=event["frames_total"])
     elif kind == "completed":
         if snap["state"] in TERMINAL:
             return None  # a duplicate completion counts once
@@ -77,3 +92,25 @@ def _progress_applies(snap: dict[str, Any], event: dict[str, Any]) -> bool:
     if event["state"] not in STAGE_ORDER:
         return False
     return STAGE_ORDER[event["state"]] >= STAGE_ORDER.get(snap["state"], 0) and float(event["percent"]) >= snap["percent"]
+
+
+WORKING = frozenset(STAGE_ORDER) - {"queued"}
+
+
+def notifications(old: dict[str, Any] | None, new: dict[str, Any]) -> list[tuple[str, str]]:
+    """What a user should hear about when a job's snapshot goes from ``old`` to ``new``:
+    a list of (kind, dedup key). The dedup key is stable (job, kind, attempt), so a status
+    event folded twice after a crash produces the same notification id, not a second one."""
+    job, attempt = new["job_id"], new["attempt"]
+    before = old["state"] if old is not None else None
+    old_attempt = old["attempt"] if old is not None else 0
+    out: list[tuple[str, str]] = []
+    if new["state"] in WORKING and (before not in WORKING or attempt > old_attempt):
+        out.append(("job.started", f"{job}:job.started:{attempt}"))
+    elif new["state"] == "interrupted" and (before != "interrupted" or attempt > old_attempt):
+        out.append(("job.interrupted", f"{job}:job.interrupted:{attempt}"))
+    elif new["state"] == "complete" and before != "complete":
+        out.append(("job.completed", f"{job}:job.completed"))
+    elif new["state"] == "failed" and before != "failed":
+        out.append(("job.failed", f"{job}:job.failed"))
+    return out

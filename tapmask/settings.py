@@ -82,27 +82,7 @@ class Settings(BaseSettings):
     device: str = "cpu"
     work_dir: Path | None = None  # scratch space for downloads and encodes; temp dir when unset
     progress_interval_s: float = 1.0
-    consumer_idle_timeout_s: float = 300.0  # exit after this long without work (0 = never)
-
-    # gpu consumers (issue 3)
-    # Retryable failures (S3/broker hiccups, out of memory): this many tries per job, waiting
-    # backoff_s, then x factor, between them; then the job fails and goes to the DLQ.
-    consumer_retry_attempts: int = 3
-    consumer_retry_backoff_s: float = 2.0
-    consumer_retry_backoff_factor: float = 2.0
-    # A job whose worker died this many times without finishing it (crash loop) is failed.
-    consumer_max_crashes: int = 10
-    # Instance-metadata spot notice, polled while running (empty = no watcher). On AWS:
-    # http://169.254.169.254/latest/meta-data/spot/instance-action (404 until a notice).
-    spot_metadata_url: str = ""
-    spot_poll_interval_s: float = 5.0
-    # What runs a job: "video" (the engine), "noop" (copy input to output: runner overhead),
-    # "sleep:SECONDS" (a cancellable job of that length: redelivery benchmarks).
-    consumer_backend: str = "video"
-    # Frames per resumable chunk; a redelivered job resumes after its last finished chunk.
-    consumer_chunk_frames: int = 250
-    # Append one JSON line per committed job offset here (audit trail; the chaos test reads it).
-    consumer_commit_log: Path | None = None
+    consumer_idle_timeout_s: float = 0.0  # exit after this long without work (0 = never)
 
     # Embedded dev stack.
     broker_storage: str = "s3"  # "s3" (durable, on the embedded SeaweedFS) or "memory"
@@ -113,6 +93,31 @@ class Settings(BaseSettings):
     dev_seaweed_filer_port: int = 8888
     dev_valkey_port: int = 6379
     dev_start_timeout_s: float = 60.0
+
+    # processors (issue 6)
+    # Webhooks: retry delays in seconds after the first attempt (Standard Webhooks style, about
+    # 3 days in all), each scaled by a random factor in [1 - jitter, 1 + jitter].
+    webhook_retry_schedule_s: str = "5,300,1800,7200,18000,36000,50400,72000,86400"
+    webhook_jitter: float = 0.2
+    webhook_timeout_s: float = 10.0
+    webhook_max_retry_after_s: float = 86400.0  # a Retry-After longer than this is capped
+    webhook_concurrency: int = 32  # deliveries in flight per worker
+    webhook_poll_interval_s: float = 0.25  # how often a worker looks for due deliveries
+    webhook_lease_s: float = 60.0  # a claimed delivery is retried after this if its worker died
+    # Development only: accept endpoint URLs on loopback (the tests' receiver). Private,
+    # link-local and cloud-metadata addresses are always refused.
+    webhook_allow_loopback: bool = False
+    webhook_log_size: int = 200  # delivery-log entries kept per endpoint
+    # E-mail notifications, sent only when smtp_host is set.
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_from: str = "TapMask <noreply@tapmask.local>"
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    smtp_timeout_s: float = 10.0
+    # The free tier's export height cap (Pro exports at the source size, 4K included).
+    free_max_output_height: int = 1080
 
     log_level: str = "INFO"
     log_json: bool = False

@@ -7,7 +7,7 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors.status_fold import STAGE_ORDER, TERMINAL, fold
+from processors.status_fold import STAGE_ORDER, TERMINAL, fold, notifications
 
 _ids = itertools.count()
 
@@ -68,6 +68,8 @@ def test_a_failure_keeps_its_reason() -> None:
 event_strategy = st.one_of(
     st.builds(lambda a, p, s, t: ev("progress", t, attempt=a, percent=p, state=s),
               st.integers(1, 3), st.floats(0, 100), st.sampled_from(sorted(STAGE_ORDER) + ["interrupted"]), st.integers(0, 100)),
+    st.builds(lambda t, cap: ev("progress", t, state="queued", percent=0.0, max_output_height=cap, message=cap and "capped"),
+              st.integers(0, 100), st.sampled_from([None, 1080])),
     st.builds(lambda t: ev("requested", t), st.integers(0, 100)),
     st.builds(lambda a, o, t: ev("completed", t, attempt=a, outcome=o), st.integers(1, 3), st.sampled_from(["complete", "failed"]), st.integers(0, 100)),
 )
@@ -91,3 +93,47 @@ def test_invariants_hold_for_any_order_with_duplicates(events, rnd) -> None:  # 
     if snap is not None:
         once_more = [fold(snap, kind, e) for kind, e in stream]
         assert all(x is None for x in once_more), "replaying seen events changed the snapshot"
+
+
+def test_queued_marker_records_the_cap_without_moving_state_back() -> None:
+    snap = run([ev("requested"), ev("progress", 1, percent=20.0, state="tracking")])
+    snap = fold(snap, *ev("progress", 2, state="queued", percent=0.0, max_output_height=1080, message="capped at 1080p"))
+    assert snap["state"] == "tracking" and snap["percent"] == 20.0
+    assert snap["queued_at"] == 2 and snap["max_output_height"] == 1080 and snap["notice"] == "capped at 1080p"
+    assert fold(snap, *ev("progress", 3, state="queued", percent=0.0)) is None  # once
+
+
+def test_old_snapshots_without_new_fields_still_fold() -> None:
+    snap = run([ev("requested")])
+    for k in ("queued_at", "max_output_height", "notice"):
+        del snap[k]
+    assert fold(snap, *ev("progress", 1, state="queued", percent=0.0))["queued_at"] == 1
+
+
+def test_notifications_for_start_interruption_restart_and_end() -> None:
+    kinds = []
+    snap = None
+    for kind, e in [ev("requested"), ev("progress", 1, state="queued", percent=0.0), ev("progress", 2, state="extracting"),
+                    ev("progress", 3, state="processing", percent=50.0), ev("progress", 4, state="interrupted", percent=50.0),
+                    ev("progress", 5, attempt=2, state="extracting", percent=1.0), ev("completed", 6, attempt=2)]:
+        new = fold(snap, kind, e)
+        if new is not None:
+            kinds += notifications(snap, new)
+            snap = new
+    assert kinds == [("job.started", "j1:job.started:1"), ("job.interrupted", "j1:job.interrupted:1"),
+                     ("job.started", "j1:job.started:2"), ("job.completed", "j1:job.completed")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(event_strategy, max_size=25), st.randoms())
+def test_each_notification_goes_out_at_most_once(events, rnd) -> None:  # type: ignore[no-untyped-def]
+    stream = events + [rnd.choice(events) for _ in range(len(events) // 2)] if events else []
+    rnd.shuffle(stream)
+    snap, sent = None, []
+    for kind, e in stream:
+        new = fold(snap, kind, e)
+        if new is not None:
+            sent += [key for _, key in notifications(snap, new)]
+            snap = new
+    assert len(sent) == len(set(sent)), "a notification id was produced twice"
+    assert sum(1 for k in sent if k.endswith((":job.completed", ":job.failed"))) <= 1

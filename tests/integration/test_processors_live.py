@@ -1,0 +1,190 @@
+"""The processors over the real broker: quota at a month boundary and across an upgrade to Pro,
+the quota notification, and the status snapshots they lead to.
+
+Events are produced straight onto the topics (the API is not in the way), so the tests can
+set the time a request was made. A tiny clip is stored in S3 and announced as uploaded for a
+user of the test's own, so validation probes it for real.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+# Read by the session's Settings (conftest) when this module is collected before the stack
+# starts: the webhook tests' receiver listens on loopback, and retries take seconds, not days.
+os.environ.setdefault("TAPMASK_WEBHOOK_ALLOW_LOOPBACK", "true")
+os.environ.setdefault("TAPMASK_WEBHOOK_RETRY_SCHEDULE_S", "1,1,1,2,2")
+os.environ.setdefault("TAPMASK_WEBHOOK_JITTER", "0.1")
+
+from schemas import serde  # noqa: E402
+from schemas.topics import JOB_STATUS, NOTIFICATION, SEGMENT_REQUESTED, VIDEO_UPLOADED, schema_by_topic  # noqa: E402
+from tapmask.events import EventProducer, envelope  # noqa: E402
+from tapmask.samples import make_sample_clip  # noqa: E402
+from tapmask.settings import Settings  # noqa: E402
+from tapmask.storage import s3_client  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+
+def ms(*args: int) -> int:
+    return int(datetime(*args, tzinfo=timezone.utc).timestamp() * 1000)
+
+
+class TopicReader:
+    """Reads a topic from the beginning (no group) and decodes its events."""
+
+    def __init__(self, settings: Settings, name: str) -> None:
+        self.name, self.settings = name, settings
+        self.c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"test-{uuid.uuid4().hex}",
+                           "enable.auto.commit": False})
+        real = settings.topic(name)
+        md = self.c.list_topics(real, timeout=10).topics[real]
+        self.c.assign([TopicPartition(real, p, OFFSET_BEGINNING) for p in md.partitions])
+        self.seen: list[tuple[bytes | None, dict[str, Any] | None, list[Any]]] = []
+
+    def poll(self, seconds: float = 0.3) -> None:
+        for msg in self.c.consume(500, timeout=seconds):
+            if msg.error():
+                continue
+            value = msg.value()
+            record = serde.decode(schema_by_topic()[self.name], value) if value is not None else None
+            self.seen.append((msg.key(), record, msg.headers() or []))
+
+    def wait(self, done: Callable[[list[dict[str, Any]]], bool], timeout_s: float = 60.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.poll()
+            records = [r for _, r, _ in self.seen if r is not None]
+            if done(records) or time.monotonic() > deadline:
+                return records
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        self.c.close()
+
+
+@pytest.fixture(scope="module")
+def producer(stack: Any, stack_settings: Settings) -> Any:
+    p = EventProducer(stack_settings)
+    yield p
+    p.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_sample_clip(tmp_path_factory.mktemp("clip") / "tiny.mp4", seconds=0.4, width=160, height=96, audio=False)
+
+
+def upload_as(settings: Settings, producer: EventProducer, clip: Path, owner: str) -> str:
+    """Store ``clip`` and announce it as uploaded by ``owner``; returns the video id."""
+    video_id = uuid.uuid4().hex
+    key = f"uploads/{video_id}/source"
+    s3_client(settings).upload_file(str(clip), settings.s3_bucket, key)
+    producer.publish(VIDEO_UPLOADED, video_id, envelope() | {
+        "video_id": video_id, "owner_id": owner, "region": "eu", "filename": clip.name, "container": "mp4",
+        "size_bytes": clip.stat().st_size, "sha256": "0" * 64, "s3_bucket": settings.s3_bucket, "s3_key": key})
+    return video_id
+
+
+def request_job(producer: EventProducer, video_id: str, owner: str, tier: str, at_ms: int | None = None) -> str:
+    job_id = uuid.uuid4().hex
+    event = envelope() | {
+        "job_id": job_id, "video_id": video_id, "owner_id": owner, "tier": tier,
+        "points": [{"x": 80.0, "y": 48.0, "frame": 0, "label": 1}], "box": None, "mode": "blur",
+        "options": {"margin_px": 8, "blur_kernel": 99, "export_masks": False},
+    }
+    if at_ms is not None:
+        event["occurred_at"] = at_ms
+    producer.publish(SEGMENT_REQUESTED, job_id, event)
+    return job_id
+
+
+def latest(records: list[dict[str, Any]], job_ids: list[str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for r in records:
+        if r["job_id"] in job_ids:
+            out[r["job_id"]] = r
+    return out
+
+
+def decided(snap: dict[str, Any] | None) -> bool:
+    """Quota has ruled on the job: it is queued (or further), or it failed."""
+    return snap is not None and (snap.get("queued_at") is not None or snap["state"] == "failed")
+
+
+def wait_decided(settings: Settings, job_ids: list[str], timeout_s: float = 90.0) -> dict[str, dict[str, Any]]:
+    reader = TopicReader(settings, JOB_STATUS)
+    try:
+        recs = reader.wait(lambda rs: all(decided(latest(rs, job_ids).get(j)) for j in job_ids), timeout_s)
+    finally:
+        reader.close()
+    return latest(recs, job_ids)
+
+
+def test_free_quota_resets_at_the_utc_month_boundary(stack_settings: Settings, producer: EventProducer, tiny_clip: Path) -> None:
+    user = f"quota-{uuid.uuid4().hex[:8]}"
+    video = upload_as(stack_settings, producer, tiny_clip, user)
+    limit = stack_settings.free_jobs_per_month
+    # All of these in the last second of January (UTC); then one a second later, in February.
+    january = [request_job(producer, video, user, "free", ms(2026, 1, 31, 23, 59, 59)) for _ in range(limit + 1)]
+    february = request_job(producer, video, user, "free", ms(2026, 2, 1, 0, 0, 0))
+    snaps = wait_decided(stack_settings, january + [february])
+    # segment.requested is keyed by job, so which request comes to quota last is not fixed.
+    ran = [j for j in january if snaps[j].get("queued_at") is not None and snaps[j]["error_code"] is None]
+    refused = [j for j in january if snaps[j]["error_code"] == "quota_exceeded"]
+    assert len(ran) == limit and len(refused) == 1, [(s["state"], s["error_code"]) for s in snaps.values()]
+    over = snaps[refused[0]]
+    assert over["state"] == "failed" and "free tier allows" in over["error"]
+    assert snaps[february].get("queued_at") is not None and snaps[february]["error_code"] is None
+
+    notes = TopicReader(stack_settings, NOTIFICATION)
+    try:
+        recs = notes.wait(lambda rs: any(r["kind"] == "quota.exceeded" and r["job_id"] == refused[0] for r in rs), 30)
+    finally:
+        notes.close()
+    quota_notes = [r for r in recs if r["kind"] == "quota.exceeded" and r["user_id"] == user]
+    assert [r["job_id"] for r in quota_notes] == refused
+    assert any(r["kind"] == "job.failed" and r["job_id"] == refused[0] for r in recs)
+
+
+def test_upgrade_to_pro_mid_month_lifts_the_limit(stack_settings: Settings, producer: EventProducer, tiny_clip: Path) -> None:
+    user = f"upgrade-{uuid.uuid4().hex[:8]}"
+    video = upload_as(stack_settings, producer, tiny_clip, user)
+    limit = stack_settings.free_jobs_per_month
+    mid_march = ms(2026, 3, 15, 12)
+    free = [request_job(producer, video, user, "free", mid_march) for _ in range(limit + 1)]
+    # The user upgrades: the same month, requests now carry tier=pro.
+    pro = [request_job(producer, video, user, "pro", mid_march + 1000) for _ in range(2)]
+    # ...and downgrades again later that month: the month's free count still stands.
+    back_to_free = request_job(producer, video, user, "free", mid_march + 2000)
+    snaps = wait_decided(stack_settings, free + pro + [back_to_free])
+    codes = sorted(str(snaps[j]["error_code"]) for j in free + [back_to_free])
+    assert codes == ["None"] * limit + ["quota_exceeded"] * 2, codes
+    assert all(snaps[j].get("queued_at") is not None and snaps[j]["error_code"] is None for j in pro)
+    # Pro exports at the source size; free jobs carry the 1080p cap (this clip is smaller: no notice).
+    assert all(snaps[j]["max_output_height"] is None for j in pro)
+    queued_free = [j for j in free if snaps[j]["error_code"] is None]
+    assert all(snaps[j]["max_output_height"] == 1080 and snaps[j]["notice"] is None for j in queued_free)
+
+
+def test_a_request_that_does_not_fit_the_video_fails_with_the_reason(stack_settings: Settings, producer: EventProducer,
+                                                                       tiny_clip: Path) -> None:
+    user = f"val-{uuid.uuid4().hex[:8]}"
+    video = upload_as(stack_settings, producer, tiny_clip, user)
+    job_id = uuid.uuid4().hex
+    producer.publish(SEGMENT_REQUESTED, job_id, envelope() | {
+        "job_id": job_id, "video_id": video, "owner_id": user, "tier": "pro",
+        "points": [{"x": 500.0, "y": 10.0, "frame": 0, "label": 1}], "box": None, "mode": "blur",
+        "options": {"margin_px": 8, "blur_kernel": 99, "export_masks": False}})
+    snap = wait_decided(stack_settings, [job_id])[job_id]
+    assert snap["state"] == "failed" and snap["error_code"] == "invalid_request"
+    assert "outside the 160x96 frame" in snap["error"]
