@@ -19,7 +19,6 @@ from fastapi.staticfiles import StaticFiles
 from api.guards import Idempotency, make_redis
 from api.routes import router
 from api.webhooks import router as webhooks_router
-from api.webhooks import router as webhooks_router
 from api.view import StatusView
 from tapmask.events import EventProducer
 from tapmask.logs import configure_logging
@@ -88,7 +87,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse(status_code=500, content={"detail": "internal error", "requestId": rid}, headers={"x-request-id": rid or ""})
 
     app.include_router(router)
-    app.include_router(webhooks_router)  # issue 6: webhook endpoints, delivery log, e-mail
     app.include_router(webhooks_router)  # issue 6: webhook endpoints, delivery log, e-mail
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:

@@ -82,7 +82,27 @@ class Settings(BaseSettings):
     device: str = "cpu"
     work_dir: Path | None = None  # scratch space for downloads and encodes; temp dir when unset
     progress_interval_s: float = 1.0
-    consumer_idle_timeout_s: float = 0.0  # exit after this long without work (0 = never)
+    consumer_idle_timeout_s: float = 300.0  # exit after this long without work (0 = never)
+
+    # gpu consumers (issue 3)
+    # Retryable failures (S3/broker hiccups, out of memory): this many tries per job, waiting
+    # backoff_s, then x factor, between them; then the job fails and goes to the DLQ.
+    consumer_retry_attempts: int = 3
+    consumer_retry_backoff_s: float = 2.0
+    consumer_retry_backoff_factor: float = 2.0
+    # A job whose worker died this many times without finishing it (crash loop) is failed.
+    consumer_max_crashes: int = 10
+    # Instance-metadata spot notice, polled while running (empty = no watcher). On AWS:
+    # http://169.254.169.254/latest/meta-data/spot/instance-action (404 until a notice).
+    spot_metadata_url: str = ""
+    spot_poll_interval_s: float = 5.0
+    # What runs a job: "video" (the engine), "noop" (copy input to output: runner overhead),
+    # "sleep:SECONDS" (a cancellable job of that length: redelivery benchmarks).
+    consumer_backend: str = "video"
+    # Frames per resumable chunk; a redelivered job resumes after its last finished chunk.
+    consumer_chunk_frames: int = 250
+    # Append one JSON line per committed job offset here (audit trail; the chaos test reads it).
+    consumer_commit_log: Path | None = None
 
     # Embedded dev stack.
     broker_storage: str = "s3"  # "s3" (durable, on the embedded SeaweedFS) or "memory"
