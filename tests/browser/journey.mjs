@@ -200,6 +200,18 @@ async function journey(page) {
   check((await page.getByTestId("marker").count()) === 2, "two markers are drawn over the video");
   check((await page.locator(".marker.neg").count()) === 1, "the shift-click made a negative marker");
 
+  // Optionally a box: drag one around the object with the box tool.
+  await page.getByRole("radio", { name: "Drag a box" }).check();
+  const r0 = await screenPoint(page, cfg.click.x - 40, cfg.click.y - 40);
+  const r1 = await screenPoint(page, cfg.click.x + 40, cfg.click.y + 40);
+  await page.mouse.move(r0.x, r0.y);
+  await page.mouse.down();
+  await page.mouse.move((r0.x + r1.x) / 2, (r0.y + r1.y) / 2, { steps: 4 });
+  await page.mouse.move(r1.x, r1.y, { steps: 4 });
+  await page.mouse.up();
+  await page.locator("rect.box").waitFor();
+  await page.getByRole("radio", { name: "Click points" }).check();
+
   // Options: mode with descriptions, blur strength, safety margin.
   for (const name of ["Privacy blur", "Pixelate", "Erase"]) {
     check(await page.getByRole("radio", { name }).isVisible(), `the mode "${name}" is offered`);
@@ -222,6 +234,12 @@ async function journey(page) {
     JSON.stringify(body.points),
   );
   check(Math.hypot(pos.x - cfg.click.x, pos.y - cfg.click.y) < 3, "the point lands on the clicked pixel", `${pos.x},${pos.y} vs ${cfg.click.x},${cfg.click.y}`);
+  const b = body.box;
+  check(
+    b && b.frame === cfg.click.frame && Math.abs(b.x0 - (cfg.click.x - 40)) < 3 && Math.abs(b.y1 - (cfg.click.y + 40)) < 3,
+    "the dragged box was sent",
+    JSON.stringify(b),
+  );
   check(body.mode === "blur" && body.options.blur_kernel === 51 && body.options.margin_px === 10, "mode, blur strength and margin were sent", JSON.stringify(body.options));
 
   const done = await waitTerminal(page);
@@ -289,6 +307,17 @@ async function journey(page) {
   const row = page.getByTestId("video-row").filter({ hasText: path.basename(cfg.clip) });
   await row.waitFor();
   await shot(page, "4-dashboard");
+
+  // A job opened from the history shows its result again.
+  await page.locator(`[data-testid="job-row"][data-state="complete"]`).first().getByRole("button", { name: /Open/ }).click();
+  await page.getByTestId("result").waitFor();
+  await page.waitForFunction(() => {
+    const v = document.querySelector('[data-testid="after-video"]');
+    return v && v.readyState >= 2;
+  });
+  check(true, "a job opened from the history shows its result");
+  await page.getByRole("button", { name: "Dashboard" }).click();
+  await row.waitFor();
 
   // Phone width: nothing wider than the screen.
   await page.setViewportSize({ width: 390, height: 844 });

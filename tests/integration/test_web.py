@@ -117,3 +117,11 @@ def test_a_failed_job_is_shown_with_its_reason(web_url: str, clip: Path, tmp_pat
 
     result = drive("failed", web_url, clip, tmp_path, on_need=corrupt)
     assert result["reason"], result
+
+
+def test_front_end_unit_tests() -> None:
+    """The page's pure logic (frame timing, click mapping under rotation, options) with Vitest."""
+    if shutil.which("node") is None or not (ROOT / "web" / "node_modules" / "vitest").is_dir():
+        pytest.fail("web/node_modules is missing: run bash scripts/build-web.sh (scripts/install.sh does)")
+    run = subprocess.run(["node", "node_modules/vitest/vitest.mjs", "run"], cwd=ROOT / "web", capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
