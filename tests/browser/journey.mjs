@@ -346,7 +346,21 @@ async function journey(page) {
 
 async function rejected(page) {
   await signIn(page, cfg.user, "free");
-  const resp = await uploadClip(page, cfg.textFile);
+  // Drag and drop this time: a text file renamed .mp4 dropped on the drop zone.
+  await watchUploadBar(page);
+  const answer = page.waitForResponse((r) => r.url().endsWith("/api/v1/upload") && r.request().method() === "POST");
+  const text = readFileSync(cfg.textFile, "utf8");
+  const dataTransfer = await page.evaluateHandle(
+    ([body, name]) => {
+      const dt = new DataTransfer();
+      dt.items.add(new File([body], name, { type: "video/mp4" }));
+      return dt;
+    },
+    [text, path.basename(cfg.textFile)],
+  );
+  await page.getByTestId("dropzone").dispatchEvent("dragover", { dataTransfer });
+  await page.getByTestId("dropzone").dispatchEvent("drop", { dataTransfer });
+  const resp = await answer;
   check(resp.status() === 415, "the API refuses the text file renamed .mp4", resp.status());
   const detail = (await resp.json()).detail;
   const shown = await page.getByTestId("upload-error").innerText();
@@ -355,18 +369,25 @@ async function rejected(page) {
 }
 
 async function failed(page) {
+  // This whole scenario runs at a phone's width.
+  await page.setViewportSize({ width: 390, height: 844 });
   await signIn(page, cfg.user, "free");
   const resp = await uploadClip(page, cfg.clip);
   const videoId = (await resp.json()).videoId;
   await waitFrameShown(page, 0);
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth);
+  check(overflow <= 391, "the player fits a phone's width", `${overflow}px`);
   // The stored upload is broken after validation (as a lost or corrupted object would be):
   // the worker then cannot decode it, and the job fails with a reason.
   console.log(`NEED corrupt ${videoId}`);
   const answer = await stdinLines.next();
   check(answer.value === "OK", "the stored upload was corrupted", answer.value);
+  await page.getByRole("slider", { name: "Frame" }).fill(String(cfg.click.frame));
+  await waitFrameShown(page, cfg.click.frame);
   const p = await screenPoint(page, cfg.click.x, cfg.click.y);
   await page.mouse.click(p.x, p.y);
   await page.getByTestId("point-item").first().waitFor();
+  await shot(page, "0-phone-player");
   await page.getByTestId("start").click();
   const done = await waitTerminal(page);
   check(done.state === "failed", "the job failed", done.seen.join(","));

@@ -32,7 +32,16 @@ export function Player({ src, meta, frame, setFrame, points, setPoints, box, set
   const n = meta.frame_count;
   const rot = meta.rotation ?? 0;
   const [dw, dh] = displaySize(meta.width, meta.height, rot);
-  const r = Math.max(dw, dh) / 70;
+  // Markers keep about the same size on screen (a radius of 10 CSS pixels) at any width.
+  const [cssWidth, setCssWidth] = useState(0);
+  useEffect(() => {
+    const el = svg.current;
+    if (!el || typeof ResizeObserver === "undefined") return;
+    const ro = new ResizeObserver(() => setCssWidth(containedRect(el.getBoundingClientRect(), dw, dh).width));
+    ro.observe(el);
+    return () => ro.disconnect();
+  }, [dw, dh]);
+  const r = cssWidth > 0 ? (10 * dw) / cssWidth : Math.max(dw, dh) / 70;
 
   // Seek to the middle of the chosen frame whenever it changes (not while playing).
   useEffect(() => {
