@@ -169,6 +169,8 @@ def process_video(
     seconds["probe"] = time.perf_counter() - started
     if tracker is None and masker is not None:
         tracker = ProviderTracker(masker)
+    if tracker is None:
+        tracker = ClassicTracker(camera_motion=mode == "erase")
     report = _Throttle(progress)
 
     t = time.perf_counter()

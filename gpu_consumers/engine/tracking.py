@@ -174,29 +174,102 @@ def _grabcut(img, positives, negatives, box, seed_r) -> np.ndarray:
     return _fill_holes(_largest_touching(fg, seeds))
 
 
+def _ring_of(obj: np.ndarray) -> np.ndarray:
+    area = max(1.0, float(obj.sum()))
+    r = int(np.clip(0.6 * np.sqrt(area), 6, 60))
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    return (cv2.dilate(obj.astype(np.uint8), k) > 0) & ~obj
+
+
+def separability(img: np.ndarray, obj: np.ndarray) -> float:
+    """How well colour tells `obj` from the ring around it (0 = not at all, 1 = perfectly).
+
+    Histograms of the object and of its surrounding ring give each pixel a probability of
+    being the object; the score is the mean probability inside minus the mean in the ring.
+    A mask that covers only part of the object (its ring holds object colours) or spills
+    onto the background (its histogram holds background colours) scores lower.
+    """
+    ring = _ring_of(obj)
+    if obj.sum() < 4 or ring.sum() < 4:
+        return 0.0
+    idx = _colour_index(img)
+    hf, hb = _hist(idx, obj), _hist(idx, ring)
+    lut = (hf + 1e-4) / (hf + hb + 2e-4)
+    p = lut[idx]
+    return float(p[obj].mean() - p[ring].mean())
+
+
+def _colour_grow(img: np.ndarray, positives, negatives, r: int, iterations: int = 3) -> np.ndarray:
+    """Object hypothesis: start from discs of radius `r` at the clicks, then alternate
+    (colour histograms of mask vs. ring -> pixels more likely object -> the part connected
+    to the clicks, holes filled)."""
+    h, w = img.shape[:2]
+    seeds = np.zeros((h, w), np.uint8)
+    for x, y in positives:
+        cv2.circle(seeds, (int(x), int(y)), r, 1, -1)
+    obj = seeds > 0
+    blocked = np.zeros((h, w), np.uint8)
+    for x, y in negatives:
+        cv2.circle(blocked, (int(x), int(y)), max(2, r // 3), 1, -1)
+    idx = _colour_index(img)
+    small_seeds = np.zeros((h, w), np.uint8)
+    for x, y in positives:
+        cv2.circle(small_seeds, (int(x), int(y)), 2, 1, -1)
+    for _ in range(iterations):
+        ring = _ring_of(obj)
+        if ring.sum() < 4:
+            break
+        hf, hb = _hist(idx, obj), _hist(idx, ring)
+        lut = (hf + 1e-4) / (hf + hb + 2e-4)
+        p = cv2.GaussianBlur(lut[idx].astype(np.float32), (5, 5), 0)
+        fg = (p > 0.5) & (blocked == 0)
+        fg = cv2.morphologyEx(fg.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)) > 0
+        new = _fill_holes(_largest_touching(fg, small_seeds > 0))
+        if new.sum() < 4 or new.mean() > 0.6:
+            break
+        obj = new
+    return obj
+
+
 def initial_mask(img: np.ndarray, positives: list[tuple[float, float]], negatives: list[tuple[float, float]],
                  box: tuple[float, float, float, float] | None) -> np.ndarray:
     """Mask (bool) of the object designated by clicks / box on a (small) BGR frame.
 
-    GrabCut seeded by the clicks, on a window around them that doubles while the object
-    touches its edge (a local background model separates low-contrast objects better than
-    one learned on the whole frame); with a box, on the box plus a margin.
+    GrabCut seeded by the clicks (definite foreground) and negative clicks (definite
+    background). The object's size is unknown, so GrabCut runs on windows of several sizes
+    around the clicks (a local background model separates low-contrast objects better than
+    one learned on the whole frame; too small a window cuts the object) and the result
+    whose colours best separate from their surroundings (`separability`) wins. With a box:
+    GrabCut on the box (outside = background).
     """
     h, w = img.shape[:2]
     seed_r = max(2, int(round(0.015 * min(h, w))))
     pts = positives + negatives
+    windows = []
     if box is not None:
         bx0, by0, bx1, by1 = box
         m = 0.25 * max(bx1 - bx0, by1 - by0)
-        x0, y0, x1, y1 = bx0 - m, by0 - m, bx1 + m, by1 + m
-        half = None
+        windows.append((bx0 - m, by0 - m, bx1 + m, by1 + m))
     else:
         cx = float(np.mean([p[0] for p in positives]))
         cy = float(np.mean([p[1] for p in positives]))
-        half = 0.22 * min(h, w)
-        x0, y0, x1, y1 = cx - half, cy - half, cx + half, cy + half
-    for _ in range(4):
-        X0, Y0 = max(0, int(min([x0] + [p[0] - seed_r - 2 for p in pts]))), max(0, int(min([y0] + [p[1] - seed_r - 2 for p in pts])))
+        for f in (0.15, 0.25, 0.4):
+            half = f * min(h, w)
+            windows.append((cx - half, cy - half, cx + half, cy + half))
+        windows.append((0, 0, w, h))
+    best, best_score = None, -1.0
+    if box is None:
+        for r in (3, 5, 8, 12, 18):
+            r = max(2, int(round(r * min(h, w) / 180)))
+            obj = _colour_grow(img, positives, negatives, r)
+            if obj.sum() < 3 * np.pi * seed_r**2 or obj.mean() > 0.6:
+                continue
+            score = separability(img, obj)
+            if score > best_score:
+                best, best_score = obj, score
+    for x0, y0, x1, y1 in windows:
+        X0 = max(0, int(min([x0] + [p[0] - seed_r - 2 for p in pts])))
+        Y0 = max(0, int(min([y0] + [p[1] - seed_r - 2 for p in pts])))
         X1 = min(w, int(np.ceil(max([x1] + [p[0] + seed_r + 2 for p in pts]))))
         Y1 = min(h, int(np.ceil(max([y1] + [p[1] + seed_r + 2 for p in pts]))))
         sub = np.ascontiguousarray(img[Y0:Y1, X0:X1])
@@ -205,21 +278,19 @@ def initial_mask(img: np.ndarray, positives: list[tuple[float, float]], negative
         part = _grabcut(sub, shift(positives), shift(negatives), sbox, seed_r)
         obj = np.zeros((h, w), bool)
         obj[Y0:Y1, X0:X1] = part
-        full = (X0, Y0, X1, Y1) == (0, 0, w, h)
-        edges = (part[0].any() and Y0 > 0) or (part[-1].any() and Y1 < h) or \
-                (part[:, 0].any() and X0 > 0) or (part[:, -1].any() and X1 < w)
-        if half is None or full or not edges:
-            break
-        half *= 2
-        x0, y0, x1, y1 = cx - half, cy - half, cx + half, cy + half
-    if obj.sum() < 3 * np.pi * seed_r**2 or obj.mean() > 0.6:
+        if obj.sum() < 3 * np.pi * seed_r**2 or obj.mean() > 0.6:
+            continue
+        score = separability(img, obj)
+        if score > best_score:
+            best, best_score = obj, score
+    if best is None:
         # Nothing sensible was isolated: fall back to a disc (or the box).
-        obj = np.zeros((h, w), bool)
+        best = np.zeros((h, w), bool)
         if box is not None:
-            obj[max(0, int(box[1])):min(h, int(box[3])), max(0, int(box[0])):min(w, int(box[2]))] = True
+            best[max(0, int(box[1])):min(h, int(box[3])), max(0, int(box[0])):min(w, int(box[2]))] = True
         for x, y in positives:
-            cv2.circle(obj.view(np.uint8), (int(x), int(y)), 4 * seed_r, 1, -1)
-    return obj
+            cv2.circle(best.view(np.uint8), (int(x), int(y)), 4 * seed_r, 1, -1)
+    return best
 
 
 @dataclass
@@ -255,13 +326,18 @@ def _similarity(m: np.ndarray) -> np.ndarray:
 class ClassicTracker(VideoTracker):
     """The default CPU tracker (see the module docstring). Parameters are in small-frame px."""
 
+    #: Small frames are kept raw while they fit in this many bytes, else JPEG-compressed.
+    RAW_CACHE_BYTES = 192 * 1024 * 1024
+
     def __init__(self, max_side: int = 320, lost_ratio: float = 0.2, found_ratio: float = 0.5,
-                 jpeg_quality: int = 92) -> None:
+                 jpeg_quality: int = 92, camera_motion: bool = True) -> None:
+        """`camera_motion`: also estimate the camera's motion (needed by erase only)."""
+        self.camera_motion = camera_motion
         self.max_side = max_side
         self.lost_ratio = lost_ratio
         self.found_ratio = found_ratio
         self.jpeg_quality = jpeg_quality
-        self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
+        self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
 
     # -- small frames ---------------------------------------------------------------------
     def _small_size(self, info: VideoInfo) -> tuple[int, int]:
@@ -269,6 +345,9 @@ class ClassicTracker(VideoTracker):
         return max(8, int(round(info.width * scale))), max(8, int(round(info.height * scale)))
 
     def _load(self, i: int) -> np.ndarray:
+        data = self._jpeg[i]
+        if isinstance(data, np.ndarray):
+            return data
         img = self._cache.get(i)
         if img is None:
             img = cv2.imdecode(np.frombuffer(self._jpeg[i], np.uint8), cv2.IMREAD_COLOR)
@@ -285,12 +364,16 @@ class ClassicTracker(VideoTracker):
         self._cache: dict[int, np.ndarray] = {}
         pts: list[int | None] = []
         total = info.frame_count
+        raw = total * sw * sh * 3 <= self.RAW_CACHE_BYTES
         with VideoReader(in_path, info) as reader:
-            for item in reader.video_frames():
+            for item in reader.video_frames(size=(sw, sh)):
                 _check_cancel(should_cancel, item.index, total)
-                small = cv2.resize(item.image, (sw, sh), interpolation=cv2.INTER_AREA)
-                ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
-                self._jpeg.append(buf.tobytes())
+                small = item.image
+                if raw or len(self._jpeg) * sw * sh * 3 < self.RAW_CACHE_BYTES // 2:
+                    self._jpeg.append(small.copy())  # the decoder may reuse its buffer
+                else:
+                    ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+                    self._jpeg.append(buf.tobytes())
                 pts.append(item.pts)
                 if progress is not None and item.index % 10 == 0:
                     progress(STAGE_TRACKING, item.index, 3 * max(total, item.index + 1))
@@ -345,7 +428,10 @@ class ClassicTracker(VideoTracker):
                     st = self._new_state(self._load(i), masks[i])
                     self._run(i, -direction, st, masks, conf, lost, n, tick, overwrite=False)
 
-        motion = self._camera_motion(masks, n, info, tick)
+        if self.camera_motion:
+            motion = self._camera_motion(masks, n, info, tick)
+        else:
+            motion = [np.eye(3)] * n
         full_scale = np.diag([1 / sx, 1 / sy, 1.0])
         motion_full = np.stack([full_scale @ m @ np.linalg.inv(full_scale) for m in motion]).astype(np.float32)
         pngs = [encode_mask(np.where(m, 255, 0).astype(np.uint8)) for m in masks]
@@ -353,7 +439,8 @@ class ClassicTracker(VideoTracker):
             progress(STAGE_TRACKING, 3 * n, 3 * n)
         self._jpeg, self._cache = [], {}
         return MaskTrack(info.width, info.height, sw, sh, pngs, conf, lost, pts, motion_full,
-                         Fraction(info.time_base), meta={"tracker": "ClassicTracker", "prompt_frame": k})
+                         Fraction(info.time_base), meta={"tracker": "ClassicTracker", "prompt_frame": k,
+                                                 "camera_motion": self.camera_motion})
 
     # -- models ---------------------------------------------------------------------------
     def _ring(self, obj: np.ndarray) -> np.ndarray:
@@ -548,25 +635,49 @@ class ClassicTracker(VideoTracker):
         return out
 
     def _segment(self, st: _State, img: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+        """Visible mask on `img` given the pose: the shape prior re-segmented by colour.
+
+        Returns (visible mask, visible area / expected area, prior); works on the prior's
+        bounding box (plus the band) only.
+        """
         h, w = img.shape[:2]
-        prior = cv2.warpAffine(st.ref, st.pose, (w, h), flags=cv2.INTER_LINEAR) .astype(np.float32) / 255.0
-        expected = float((prior > 0.5).sum())
+        vis = np.zeros((h, w), bool)
+        # Where the warped reference lands: transform its bbox corners.
+        rx, ry, rw, rh = cv2.boundingRect(st.ref)
+        if rw == 0 or rh == 0:
+            return vis, 0.0, None
+        corners = np.array([[rx, ry], [rx + rw, ry], [rx, ry + rh], [rx + rw, ry + rh]], np.float64)
+        mapped = corners @ st.pose[:, :2].T + st.pose[:, 2]
+        scale = float(np.sqrt(abs(np.linalg.det(st.pose[:, :2]))))
+        band = int(np.clip(0.12 * np.sqrt(max(1.0, st.ref_area) * scale * scale), 2, 12))
+        pad = 2 * band + 4
+        x0 = int(max(0, np.floor(mapped[:, 0].min()) - pad))
+        y0 = int(max(0, np.floor(mapped[:, 1].min()) - pad))
+        x1 = int(min(w, np.ceil(mapped[:, 0].max()) + pad))
+        y1 = int(min(h, np.ceil(mapped[:, 1].max()) + pad))
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            return vis, 0.0, None
+        shift = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], np.float64)
+        pose = (shift @ np.vstack([st.pose, [0, 0, 1]]))[:2]
+        prior = cv2.warpAffine(st.ref, pose, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR).astype(np.float32) / 255.0
+        core = prior > 0.5
+        expected = float(core.sum())
         if expected < 1:
-            return np.zeros((h, w), bool), 0.0, prior
-        band = int(np.clip(0.12 * np.sqrt(expected), 2, 12))
+            return vis, 0.0, None
         k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))
-        allowed = cv2.dilate((prior > 0.5).astype(np.uint8), k) > 0
+        allowed = cv2.dilate(core.astype(np.uint8), k) > 0
         soft_prior = cv2.GaussianBlur(prior, (2 * band + 1, 2 * band + 1), 0)
-        p = self._prob(img)
+        p = self._prob(img[y0:y1, x0:x1])
         a = self._alpha
         score = a * p + (1 - a) * soft_prior
-        vis = (score > 0.5) & allowed
-        vis = cv2.morphologyEx(vis.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8)) > 0
-        vis = cv2.morphologyEx(vis.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)) > 0
-        vis = _largest_touching(vis, prior > 0.5)
-        vis = _fill_holes(vis) & allowed
-        ratio = float(vis.sum()) / max(expected, 1.0)
-        return vis, ratio, prior
+        roi = (score > 0.5) & allowed
+        roi = cv2.morphologyEx(roi.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8)) > 0
+        roi = cv2.morphologyEx(roi.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)) > 0
+        roi = _largest_touching(roi, core)
+        roi = _fill_holes(roi) & allowed
+        vis[y0:y1, x0:x1] = roi
+        ratio = float(roi.sum()) / max(expected, 1.0)
+        return vis, ratio, None
 
     def _reacquire(self, st: _State, img: np.ndarray) -> np.ndarray | None:
         """Search the whole frame for the object's appearance; a new pose, or None."""

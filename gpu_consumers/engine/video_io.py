@@ -233,8 +233,12 @@ class VideoReader:
                 f"The video in {self.path.name!r} cannot be decoded past frame {index}."
             ) from exc
 
-    def video_frames(self, start: int = 0, pts: list[int | None] | None = None) -> Iterator[DecodedFrame]:
+    def video_frames(self, start: int = 0, pts: list[int | None] | None = None,
+                     size: tuple[int, int] | None = None) -> Iterator[DecodedFrame]:
         """Decoded video frames from index `start` on (no audio).
+
+        `size` (width, height): frames scaled to that size by the decoder's converter
+        (area averaging), much cheaper than converting at full size and then resizing.
 
         With `pts` (every frame's pts, as a first pass saw them) and `start > 0`, it seeks to
         the key frame before frame `start` instead of decoding from the beginning; when the
@@ -260,7 +264,7 @@ class VideoReader:
                             missed = True  # the seek missed: fall back to a full pass
                             break
                     if index is not None and index >= start:
-                        yield self._decoded(frame, index)
+                        yield self._decoded(frame, index, size)
             except av.error.FFmpegError as exc:
                 raise UndecodableVideo(f"The video in {self.path.name!r} cannot be decoded.") from exc
             if not missed:
@@ -270,15 +274,17 @@ class VideoReader:
         try:
             for frame in self._container.decode(self.video_stream):
                 if index >= start:
-                    yield self._decoded(frame, index)
+                    yield self._decoded(frame, index, size)
                 index += 1
         except av.error.FFmpegError as exc:
             raise UndecodableVideo(f"The video in {self.path.name!r} cannot be decoded past frame {index}.") from exc
 
-    def _decoded(self, frame: av.VideoFrame, index: int) -> DecodedFrame:
+    def _decoded(self, frame: av.VideoFrame, index: int, size: tuple[int, int] | None = None) -> DecodedFrame:
+        width, height = size if size is not None else (self.info.width, self.info.height)
         image = frame.to_ndarray(
-            format="bgr24", width=self.info.width, height=self.info.height,
+            format="bgr24", width=width, height=height,
             src_colorspace=int(frame.colorspace), src_color_range=int(frame.color_range),
+            interpolation="AREA" if size is not None else None,
         )
         return DecodedFrame(index, image, frame.pts, Fraction(frame.time_base or self.info.time_base))
 

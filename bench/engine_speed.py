@@ -1,0 +1,130 @@
+"""Engine speed and memory, measured side by side in one run (issue 4).
+
+For each size: frames per second of a plain decode + encode of the clip (same encoder
+settings as the engine: libx264 CRF 18 veryfast, no B-frames, audio copied), then of
+`process_video` in blur and erase mode (tracking included), and the ratios
+(targets: blur >= 0.5, erase >= 0.2). Then the peak RSS of a subprocess that runs blur
+mode on a 60-second 1080p clip (target < 1.5 GB).
+
+    python bench/engine_speed.py                       # 640x360 and 1280x720, 6 s clips; 60 s 1080p RSS
+    python bench/engine_speed.py --seconds 4 --rss-seconds 0   # skip the 1080p memory run
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from gpu_consumers.engine import Point, Prompt, process_video
+from gpu_consumers.engine.render import SEGMENT_X264_PARAMS
+from gpu_consumers.engine.video_io import DecodedFrame, VideoReader, VideoWriter, probe
+
+
+def make_clip(path: Path, width: int, height: int, seconds: float, fps: int = 25) -> tuple[float, float]:
+    """A quick textured clip: a panning noise background and a checkered disc; returns the click."""
+    rng = np.random.default_rng(0)
+    bg = cv2.resize(rng.integers(40, 200, (height // 8 + 8, width // 8 + 8, 3), dtype=np.uint8),
+                    (width + 64, height + 64), interpolation=cv2.INTER_CUBIC)
+    r = max(12, height // 12)
+    n = int(seconds * fps)
+    yy, xx = np.mgrid[-r:r, -r:r]
+    disc = (xx**2 + yy**2) < r * r
+    chk = (((xx // max(2, r // 4)) + (yy // max(2, r // 4))) % 2).astype(bool)
+    with av.open(str(path), "w") as c:
+        v = c.add_stream("libx264", rate=fps, options={"crf": "18", "preset": "ultrafast"})
+        v.width, v.height, v.pix_fmt = width, height, "yuv420p"
+        a = c.add_stream("aac", rate=48000, layout="stereo")
+        samples = 0
+        for i in range(n):
+            off = (i // 2) % 64
+            img = bg[off:off + height, off:off + width].copy()
+            cx = int(width * (0.2 + 0.6 * i / max(1, n - 1)))
+            cy = height // 2
+            patch = img[cy - r:cy + r, cx - r:cx + r]
+            patch[disc & chk] = (30, 220, 240)
+            patch[disc & ~chk] = (200, 40, 30)
+            f = av.VideoFrame.from_ndarray(img, format="bgr24")
+            f.pts, f.time_base = i, Fraction(1, fps)
+            c.mux(v.encode(f))
+            while samples < (i + 1) * 48000 // fps:
+                af = av.AudioFrame.from_ndarray(np.zeros((2, 1024), np.float32), format="fltp", layout="stereo")
+                af.sample_rate, af.pts = 48000, samples
+                c.mux(a.encode(af))
+                samples += 1024
+        c.mux(v.encode(None))
+        c.mux(a.encode(None))
+    return width * 0.2 + r * 0.3, height / 2
+
+
+def plain(src: Path, dst: Path) -> int:
+    """Decode + encode with the engine's encoder settings, no masking."""
+    info = probe(src)
+    n = 0
+    with VideoReader(src, info) as reader, VideoWriter(dst, info, reader.audio_stream,
+                                                       x264_params=SEGMENT_X264_PARAMS) as writer:
+        for item in reader:
+            if isinstance(item, DecodedFrame):
+                writer.write_frame(item.image, item.pts, item.index)
+                n += 1
+            else:
+                writer.write_audio(item)
+    return n
+
+
+def timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def rss_child(seconds: float) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "big.mp4"
+        x, y = make_clip(src, 1920, 1080, seconds, fps=25)
+        script = ("import sys,resource;from gpu_consumers.engine import Point,Prompt,process_video;"
+                  f"r=process_video(sys.argv[1],sys.argv[2],Prompt([Point({x},{y})]),'blur');"
+                  "print(r.frames, round(r.seconds['total'],1), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+        out = subprocess.run([sys.executable, "-c", script, str(src), str(Path(tmp) / "out.mp4")],
+                             capture_output=True, text=True, check=True).stdout.split()
+        frames, total, kb = int(out[0]), float(out[1]), int(out[2])
+        print(f"peak RSS, blur, {seconds:g}-s 1920x1080 clip ({frames} frames, {total:.0f} s): "
+              f"{kb / 1024:.0f} MiB (target < 1536 MiB) -> {'met' if kb / 1024 < 1536 else 'MISSED'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=6.0)
+    ap.add_argument("--sizes", default="640x360,1280x720")
+    ap.add_argument("--rss-seconds", type=float, default=60.0)
+    args = ap.parse_args(argv)
+    print(f"engine speed: {args.seconds:g}-s clips at 25 fps; ratios = mode fps / plain decode+encode fps")
+    print(f"{'size':<11}{'plain fps':>10}{'blur fps':>10}{'blur ratio':>11}{'erase fps':>10}{'erase ratio':>12}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.sizes.split(","):
+            w, h = (int(v) for v in size.split("x"))
+            src = Path(tmp) / f"in-{size}.mp4"
+            x, y = make_clip(src, w, h, args.seconds)
+            n = probe(src).frame_count
+            t_plain = timed(lambda: plain(src, Path(tmp) / "plain.mp4"))
+            t_blur = timed(lambda: process_video(src, Path(tmp) / "blur.mp4", Prompt([Point(x, y)]), "blur"))
+            t_erase = timed(lambda: process_video(src, Path(tmp) / "erase.mp4", Prompt([Point(x, y)]), "erase"))
+            rb, re_ = t_plain / t_blur, t_plain / t_erase
+            print(f"{size:<11}{n / t_plain:>10.1f}{n / t_blur:>10.1f}{rb:>10.2f}{'' if rb >= 0.5 else '!'}"
+                  f"{n / t_erase:>10.1f}{re_:>11.2f}{'' if re_ >= 0.2 else '!'}")
+    print("('!' = below target: blur 0.5, erase 0.2)")
+    if args.rss_seconds > 0:
+        rss_child(args.rss_seconds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
