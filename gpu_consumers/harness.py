@@ -24,7 +24,7 @@ from confluent_kafka import Consumer, TopicPartition
 from processors.status_fold import fold
 from schemas import serde
 from schemas.topics import JOB_COMPLETED, JOB_PROGRESS, JOB_QUEUED, load_topic_specs, schema_by_topic
-from tapmask.events import EventProducer, envelope
+from tapmask.events import EventProducer, envelope, producer_config
 from tapmask.settings import Settings
 from tapmask.storage import s3_client
 from tapmask.topics_admin import ensure_topics
@@ -81,11 +81,65 @@ def job_spec(source: dict[str, Any], x: float, y: float, job_id: str | None = No
     } | extra
 
 
-def queue_jobs(settings: Settings, specs: Iterable[dict[str, Any]]) -> None:
-    """Produce job specs on ``job.queued`` (acknowledged)."""
-    producer = EventProducer(settings)
-    producer.publish_many([(JOB_QUEUED, s["job_id"], s) for s in specs])
-    producer.close()
+def queue_jobs(settings: Settings, specs: Iterable[dict[str, Any]], partition: int | None = None,
+               raw: Iterable[bytes] = ()) -> None:
+    """Produce job specs (and ``raw`` undecodable values) on ``job.queued``, acknowledged;
+    all on ``partition`` when given (else by key)."""
+    if partition is None and not raw:
+        producer = EventProducer(settings)
+        producer.publish_many([(JOB_QUEUED, s["job_id"], s) for s in specs])
+        producer.close()
+        return
+    from confluent_kafka import Producer
+
+    p = Producer(producer_config(settings))
+    kw = {} if partition is None else {"partition": partition}
+    for value in raw:
+        p.produce(settings.topic(JOB_QUEUED), key=b"garbage", value=value, **kw)
+    for s in specs:
+        p.produce(settings.topic(JOB_QUEUED), key=s["job_id"].encode(), value=serde.encode("JobSpec", s), **kw)
+    assert p.flush(30) == 0
+
+
+class MetadataServer:
+    """A local stand-in for the instance-metadata service: ``url(name)`` answers 404 until
+    ``notify(name)``, then 200 with a spot ``instance-action`` notice."""
+
+    def __init__(self) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.notices: dict[str, dict] = {}
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a: Any) -> None:
+                pass
+
+            def do_PUT(self) -> None:  # noqa: N802 - IMDSv2 token
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"token")
+
+            def do_GET(self) -> None:  # noqa: N802
+                notice = outer.notices.get(self.path.split("/")[1])
+                self.send_response(200 if notice else 404)
+                self.end_headers()
+                self.wfile.write(json.dumps(notice).encode() if notice else b"Not Found")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/{name}/latest/meta-data/spot/instance-action"
+
+    def notify(self, name: str) -> None:
+        self.notices[name] = {"action": "terminate", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 120))}
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 @dataclass

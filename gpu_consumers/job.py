@@ -33,7 +33,7 @@ import structlog
 from gpu_consumers.backends import Backend, make_backend
 from gpu_consumers.engine.errors import JobCancelled
 from gpu_consumers.ledger import JobLedger
-from gpu_consumers.retry import backoff_s, classify, describe
+from gpu_consumers.retry import PermanentJobError, backoff_s, classify, describe, missing_object
 from schemas.topics import JOB_COMPLETED, JOB_PROGRESS
 from tapmask.events import EventProducer, envelope, job_failed
 from tapmask.settings import Settings
@@ -218,7 +218,13 @@ class JobRunner:
             src, dst = Path(tmp) / "source", Path(tmp) / "output.mp4"
             t0 = time.monotonic()
             report("extracting", 0, int(spec["video"]["frame_count"]), force=True)
-            self.s3.download_file(spec["s3_bucket"], spec["video_key"], str(src))
+            try:
+                self.s3.download_file(spec["s3_bucket"], spec["video_key"], str(src))
+            except Exception as exc:
+                if missing_object(exc):
+                    raise PermanentJobError("source_missing", "The uploaded video is no longer available "
+                                            "(it was deleted or has expired); upload it again.") from exc
+                raise
             timings["download_s"] = time.monotonic() - t0
             if cancelled.is_set():
                 raise JobCancelled("cancelled after download")

@@ -18,6 +18,26 @@ from gpu_consumers.engine.errors import EngineError, JobCancelled
 Kind = Literal["cancelled", "permanent", "oom", "retryable"]
 
 
+class PermanentJobError(Exception):
+    """A failure outside the engine that no retry can fix (e.g. the source was deleted)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def missing_object(exc: BaseException) -> bool:
+    """An S3 404 (NoSuchKey / Not Found)."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return False
+    code = str(response.get("Error", {}).get("Code", ""))
+    return code in ("404", "NoSuchKey", "NotFound")
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """MemoryError, torch.cuda.OutOfMemoryError and friends (matched by name: no torch import)."""
     if isinstance(exc, MemoryError):
@@ -32,7 +52,7 @@ def classify(exc: BaseException) -> Kind:
         return "cancelled"
     if is_out_of_memory(exc):
         return "oom"
-    if isinstance(exc, EngineError):
+    if isinstance(exc, (EngineError, PermanentJobError)):
         return "permanent"
     return "retryable"
 
@@ -44,7 +64,7 @@ def backoff_s(failures: int, base: float = 2.0, factor: float = 2.0) -> float:
 
 def describe(exc: BaseException) -> str:
     """A reason a person can read for a job that failed on ``exc``."""
-    if isinstance(exc, EngineError):
+    if isinstance(exc, (EngineError, PermanentJobError)):
         return str(exc)
     if is_out_of_memory(exc):
         return "The video needed more memory than the worker has, even at reduced size."

@@ -11,7 +11,9 @@ The watcher polls in a daemon thread and calls ``on_notice(detail)`` once.
 from __future__ import annotations
 
 import json
+import logging
 import threading
+import time
 from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
 
@@ -19,6 +21,7 @@ import httpx
 import structlog
 
 log = structlog.get_logger()
+logging.getLogger("httpx").setLevel(logging.WARNING)  # not one INFO line per poll
 
 
 def _token_url(url: str) -> str:
@@ -26,20 +29,35 @@ def _token_url(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/latest/api/token", "", ""))
 
 
+_token: dict[str, tuple[str, float]] = {}
+
+
+def _imds_token(http: httpx.Client, url: str) -> str | None:
+    """An IMDSv2 session token (cached for 5 minutes), or None where none is offered."""
+    cached = _token.get(url)
+    if cached and cached[1] > time.monotonic():
+        return cached[0]
+    try:
+        tok = http.put(_token_url(url), headers={"X-aws-ec2-metadata-token-ttl-seconds": "360"})
+    except httpx.HTTPError:
+        return None
+    if tok.status_code != 200 or not tok.text:
+        return None
+    _token[url] = (tok.text, time.monotonic() + 300)
+    return tok.text
+
+
 def check_notice(http: httpx.Client, url: str) -> dict | None:
     """One poll: the notice as a dict, or None when there is none (404, or unreachable)."""
-    headers = {}
-    try:
-        tok = http.put(_token_url(url), headers={"X-aws-ec2-metadata-token-ttl-seconds": "300"})
-        if tok.status_code == 200 and tok.text:
-            headers["X-aws-ec2-metadata-token"] = tok.text
-    except httpx.HTTPError:
-        pass
+    token = _imds_token(http, url)
+    headers = {"X-aws-ec2-metadata-token": token} if token else {}
     try:
         r = http.get(url, headers=headers)
     except httpx.HTTPError as exc:
         log.debug("spot.poll_failed", error=str(exc))
         return None
+    if r.status_code == 401:
+        _token.pop(url, None)  # expired token: fetch a new one next time
     if r.status_code != 200:
         return None
     try:

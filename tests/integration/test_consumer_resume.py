@@ -1,0 +1,72 @@
+"""Resume from chunk checkpoints in (real) S3: a job stopped after two of five chunks resumes
+from the third — reusing the track and both segments — and its output is the same, frame
+for frame, as a run that was never interrupted."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from gpu_consumers import harness as h
+from gpu_consumers.checkpoints import TWO_PASS, VideoBackend, checkpoint_prefix
+from gpu_consumers.engine.errors import JobCancelled
+from gpu_consumers.job import JobContext
+from tapmask.samples import make_sample_clip, sample_object_center
+from tapmask.settings import Settings
+from tapmask.storage import s3_client
+
+pytestmark = [pytest.mark.integration, pytest.mark.skipif(not TWO_PASS, reason="the engine has no two-pass API")]
+
+
+def frames(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
+
+
+def test_resumed_job_skips_finished_chunks_and_gives_the_same_output(stack, stack_settings: Settings, tmp_path: Path) -> None:
+    clip = make_sample_clip(tmp_path / "clip.mp4", seconds=2.0, width=160, height=90, fps=25, audio=True)
+    source = h.upload_clip(stack_settings, clip)
+    x, y = sample_object_center(0, 160, 90, 25)
+    s3 = s3_client(stack_settings)
+    noop = lambda *a: None  # noqa: E731
+
+    # Reference: one uninterrupted run.
+    ref_job = JobContext(h.job_spec(source, x, y))
+    (tmp_path / "ref").mkdir()
+    VideoBackend(s3, chunk_frames=10).process(clip, tmp_path / "ref" / "out.mp4", ref_job, noop, lambda: False)
+
+    # The job under test: stopped once 25 frames are rendered (chunks 0 and 1 are done).
+    job = JobContext(h.job_spec(source, x, y, job_id=uuid.uuid4().hex))
+    rendered = [0]
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage == "processing":
+            rendered[0] = done
+
+    (tmp_path / "a").mkdir()
+    with pytest.raises(JobCancelled):
+        VideoBackend(s3, chunk_frames=10).process(clip, tmp_path / "a" / "out.mp4", job, progress, lambda: rendered[0] >= 25)
+    keys = {o["Key"].rsplit("/", 1)[1] for o in s3.list_objects_v2(
+        Bucket=source["s3_bucket"], Prefix=checkpoint_prefix(job.job_id))["Contents"]}
+    assert keys == {"track.npz", "seg-00000.mp4", "seg-00001.mp4"}
+
+    # Redelivered: a fresh backend (another consumer) resumes from chunk 2.
+    again = VideoBackend(s3, chunk_frames=10)
+    (tmp_path / "b").mkdir()
+    n = again.process(clip, tmp_path / "b" / "out.mp4", job, noop, lambda: False)
+    assert n == 50
+    assert again.last_run["track_reused"] and again.last_run["segments_reused"] == [0, 1]
+    assert again.last_run["segments_rendered"] == [2, 3, 4]
+
+    ref, out = frames(tmp_path / "ref" / "out.mp4"), frames(tmp_path / "b" / "out.mp4")
+    assert len(out) == len(ref) == 50
+    assert all(np.array_equal(a, b) for a, b in zip(ref, out)), "resumed output differs from an uninterrupted run"
+    with av.open(str(tmp_path / "b" / "out.mp4")) as c:
+        assert c.streams.audio, "audio lost on the resumed output"
+
+    again.cleanup(job)
+    assert not s3.list_objects_v2(Bucket=source["s3_bucket"], Prefix=checkpoint_prefix(job.job_id)).get("Contents")
