@@ -519,6 +519,19 @@ class ClassicTracker(VideoTracker):
             st.velocity = 0.5 * st.velocity + 0.5 * delta
         st.pose = _compose(delta, st.pose)
         vis, ratio, prior = self._segment(st, img)
+        if 0.0 < ratio < 0.9 and self._alpha >= 0.3:
+            # The motion estimate may be off (fast motion, blur): slide the shape to where
+            # the colour model says the object is, keep it if more of the object shows.
+            moved = self._colour_shift(st, img)
+            if moved is not None:
+                old = st.pose
+                st.pose = moved
+                vis2, ratio2, _ = self._segment(st, img)
+                if ratio2 > ratio + 0.05:
+                    vis, ratio = vis2, ratio2
+                    st.velocity = _compose(moved, np.linalg.inv(np.vstack([old, [0, 0, 1]]))[:2]) * 0.5 + st.velocity * 0.5
+                else:
+                    st.pose = old
         if ratio < self.found_ratio and (st.lost or ratio < self.lost_ratio):
             found = self._reacquire(st, img)
             if found is not None:
@@ -678,6 +691,28 @@ class ClassicTracker(VideoTracker):
         vis[y0:y1, x0:x1] = roi
         ratio = float(roi.sum()) / max(expected, 1.0)
         return vis, ratio, None
+
+    def _colour_shift(self, st: _State, img: np.ndarray) -> np.ndarray | None:
+        """The pose translated to where the shape covers the most object-coloured pixels."""
+        h, w = img.shape[:2]
+        prior = cv2.warpAffine(st.ref, st.pose, (w, h), flags=cv2.INTER_LINEAR)
+        x, y, bw, bh = cv2.boundingRect((prior > 127).astype(np.uint8))
+        if bw < 3 or bh < 3:
+            return None
+        speed = float(np.hypot(st.velocity[0, 2], st.velocity[1, 2]))
+        pad = int(max(12, 1.5 * speed + 0.5 * max(bw, bh)))
+        x0, y0, x1, y1 = max(0, x - pad), max(0, y - pad), min(w, x + bw + pad), min(h, y + bh + pad)
+        shape = prior[y:y + bh, x:x + bw].astype(np.float32) / 255.0
+        window = self._prob(img[y0:y1, x0:x1]) - 0.5
+        if window.shape[0] <= bh or window.shape[1] <= bw:
+            return None
+        res = cv2.matchTemplate(window, shape, cv2.TM_CCORR)
+        _, _, _, loc = cv2.minMaxLoc(res)
+        dx, dy = loc[0] + x0 - x, loc[1] + y0 - y
+        moved = st.pose.copy()
+        moved[0, 2] += dx
+        moved[1, 2] += dy
+        return moved
 
     def _reacquire(self, st: _State, img: np.ndarray) -> np.ndarray | None:
         """Search the whole frame for the object's appearance; a new pose, or None."""

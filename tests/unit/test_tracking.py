@@ -7,7 +7,7 @@ import pytest
 
 from gpu_consumers.engine import ClassicTracker, MaskTrack, Point, Prompt, track_video
 from gpu_consumers.engine.effects import soft_alpha
-from tapmask.synthetic import iou, make_gt_clip
+from tapmask.synthetic import KINDS, iou, make_gt_clip
 
 MARGIN = 8
 
@@ -21,8 +21,8 @@ def _leaked(mask: np.ndarray, gt: np.ndarray) -> bool:
     return bool((gt & ~covered).any())
 
 
-# The kinds that meet the targets today; the others are measured in bench/engine_quality.py.
-@pytest.mark.parametrize("kind", ["basic", "distractor", "late_click"])
+# Fast subset of bench/engine_quality.py (which runs 640x360, 90 frames).
+@pytest.mark.parametrize("kind", [k for k in KINDS if k != "occlusion"])
 def test_tracks_the_object_forwards_and_backwards(tmp_path, kind):
     clip = make_gt_clip(tmp_path / f"{kind}.mp4", kind, 320, 180, 40)
     x, y, f = clip.click
@@ -44,7 +44,9 @@ def test_full_occlusion_is_reported_lost_and_reacquired(tmp_path):
     assert set(hidden) <= lost  # never silently "found" where nothing is visible
     last = range(hidden[-1] + 5, 40)  # after the wall has passed: found again
     assert all(not track.lost[i] for i in last)
-    assert np.mean([iou(track.full_mask(i) > 0, clip.masks[i]) for i in last]) >= 0.8
+    ious = [iou(track.full_mask(i) > 0, clip.masks[i]) for i in range(40)]
+    assert np.mean(ious) >= 0.85 and np.mean([ious[i] for i in last]) >= 0.8
+    assert not any(_leaked(track.full_mask(i) > 0, clip.masks[i]) for i in range(40))
 
 
 def test_track_round_trips_through_bytes_and_masks_out(tmp_path):
