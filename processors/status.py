@@ -57,7 +57,7 @@ def _folder(kind: str):  # type: ignore[no-untyped-def]
             if new["owner_id"]:
                 await emit(NOTIFICATION, new["owner_id"], notification(note_kind, dedup, new, record), wait=False)
         snapshots[job_id] = new
-        log.info("status.changed", job_id=job_id, state=new["state"], percent=new["percent"])
+        log.debug("status.changed", job_id=job_id, state=new["state"], percent=new["percent"])
 
     return apply
 
