@@ -29,6 +29,10 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         redis_url=f"redis://127.0.0.1:{ports['dev_valkey_port']}/0",
         dev_start_timeout_s=float(os.environ.get("TAPMASK_TEST_START_TIMEOUT_S", "120")),
         progress_interval_s=0.5,
+        # Webhook receivers in tests listen on loopback, and retries must come in seconds.
+        webhook_allow_loopback=True,
+        webhook_retry_schedule_s="1,1,1,2,2",
+        webhook_jitter=0.1,
         **ports,
     )
 

@@ -8,7 +8,6 @@ user of the test's own, so validation probes it for real.
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Callable
@@ -21,9 +20,6 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 # Read by the session's Settings (conftest) when this module is collected before the stack
 # starts: the webhook tests' receiver listens on loopback, and retries take seconds, not days.
-os.environ.setdefault("TAPMASK_WEBHOOK_ALLOW_LOOPBACK", "true")
-os.environ.setdefault("TAPMASK_WEBHOOK_RETRY_SCHEDULE_S", "1,1,1,2,2")
-os.environ.setdefault("TAPMASK_WEBHOOK_JITTER", "0.1")
 
 from schemas import serde  # noqa: E402
 from schemas.topics import JOB_STATUS, NOTIFICATION, SEGMENT_REQUESTED, VIDEO_UPLOADED, schema_by_topic  # noqa: E402
