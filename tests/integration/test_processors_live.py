@@ -18,15 +18,12 @@ from typing import Any
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-# Read by the session's Settings (conftest) when this module is collected before the stack
-# starts: the webhook tests' receiver listens on loopback, and retries take seconds, not days.
-
-from schemas import serde  # noqa: E402
-from schemas.topics import JOB_STATUS, NOTIFICATION, SEGMENT_REQUESTED, VIDEO_UPLOADED, schema_by_topic  # noqa: E402
-from tapmask.events import EventProducer, envelope  # noqa: E402
-from tapmask.samples import make_sample_clip  # noqa: E402
-from tapmask.settings import Settings  # noqa: E402
-from tapmask.storage import s3_client  # noqa: E402
+from schemas import serde
+from schemas.topics import JOB_STATUS, NOTIFICATION, SEGMENT_REQUESTED, VIDEO_UPLOADED, schema_by_topic
+from tapmask.events import EventProducer, envelope
+from tapmask.samples import make_sample_clip
+from tapmask.settings import Settings
+from tapmask.storage import s3_client
 
 pytestmark = pytest.mark.integration
 
