@@ -34,7 +34,7 @@ def evaluate(kind: str, width: int, height: int, frames: int, folder: Path, marg
     t = time.perf_counter()
     track = track_video(clip.path, Prompt([Point(x, y, f)]))
     track_s = time.perf_counter() - t
-    ious, leaked, untouched_ok = [], 0, True
+    ious, leaked, untouched_ok, leaked_frames = [], 0, True, []
     opts = EffectOptions(mode="blur", margin_px=margin)
     rendered = iter_rendered(clip.path, track, opts, 0, len(track)) if check_pixels else None
     from gpu_consumers.engine.video_io import VideoReader
@@ -52,6 +52,7 @@ def evaluate(kind: str, width: int, height: int, frames: int, folder: Path, marg
                 covered[region] = a >= 1.0
             if (gt & ~covered).any():
                 leaked += 1
+                leaked_frames.append(i)
             if rendered is not None:
                 orig = next(originals).image
                 _, _, out, _ = next(rendered)
@@ -63,7 +64,7 @@ def evaluate(kind: str, width: int, height: int, frames: int, folder: Path, marg
                     untouched_ok = False
     return {"kind": kind, "frames": len(track), "mean_iou": float(np.mean(ious)), "min_iou": float(np.min(ious)),
             "leaked_pct": 100.0 * leaked / len(track), "lost": track.lost_ranges(),
-            "beyond_margin_unchanged": untouched_ok, "track_s": track_s, "ious": ious}
+            "beyond_margin_unchanged": untouched_ok, "leaked_frames": leaked_frames, "track_s": track_s, "ious": ious}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{kind:<14}{r['mean_iou']:>9.3f}{r['min_iou']:>9.3f}{r['leaked_pct']:>7.1f}%"
                   f"{str(r['beyond_margin_unchanged']):>10}{r['track_s']:>8.2f}  {r['lost']}")
             if args.verbose:
-                print("   ", " ".join(f"{v:.2f}" for v in r["ious"]))
+                print("   ", " ".join(f"{v:.2f}" for v in r["ious"]), "leaked:", r["leaked_frames"])
     print("targets (mean IoU >= 0.85, 0 % leaked, unchanged beyond margin):", "met" if ok else "MISSED")
     return 0
 

@@ -304,6 +304,10 @@ class _State:
     ref_area: float = 0.0
     template: np.ndarray | None = None  # BGR patch of the object (for re-acquisition)
     template_mask: np.ndarray | None = None
+    #: Long-term expected area: follows the scale of the estimated motion, adapts slowly
+    #: to the segmented area. Shape updates that disagree with it are refused (a colour
+    #: model that starts to bleed into similar background cannot grow the object).
+    anchor_area: float = 0.0
 
 
 def _compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -326,6 +330,12 @@ def _similarity(m: np.ndarray) -> np.ndarray:
 class ClassicTracker(VideoTracker):
     """The default CPU tracker (see the module docstring). Parameters are in small-frame px."""
 
+    #: Re-acquisition: minimum normalised cross-correlation with the object's last look,
+    #: and after how many lost frames the search covers the whole frame.
+    REACQUIRE_NCC = 0.6
+    #: For this many frames after the object is lost, its predicted full shape is masked too.
+    COVER_AFTER_LOSS = 2
+    FULL_SEARCH_AFTER = 30
     #: Small frames are kept raw while they fit in this many bytes, else JPEG-compressed.
     RAW_CACHE_BYTES = 192 * 1024 * 1024
 
@@ -473,7 +483,8 @@ class ClassicTracker(VideoTracker):
 
     def _new_state(self, img: np.ndarray, obj: np.ndarray) -> _State:
         ref = np.where(obj, 255, 0).astype(np.uint8)
-        st = _State(ref=ref, pose=_IDENT.copy(), vis=obj.copy(), ref_area=float(obj.sum()))
+        st = _State(ref=ref, pose=_IDENT.copy(), vis=obj.copy(), ref_area=float(obj.sum()),
+                    anchor_area=float(obj.sum()))
         self._set_template(st, img, obj)
         return st
 
@@ -486,7 +497,7 @@ class ClassicTracker(VideoTracker):
     @staticmethod
     def _copy_state(st: _State) -> _State:
         return _State(st.ref.copy(), st.pose.copy(), st.vis.copy(), st.velocity.copy(), st.lost, st.lost_for,
-                      st.ref_area, st.template, st.template_mask)
+                      st.ref_area, st.template, st.template_mask, st.anchor_area)
 
     # -- one direction ----------------------------------------------------------------------
     def _run(self, start: int, direction: int, st: _State, masks, conf, lost, n, tick, overwrite: bool) -> None:
@@ -500,10 +511,11 @@ class ClassicTracker(VideoTracker):
             if overwrite or not is_lost:
                 masks[i], conf[i], lost[i] = vis, c, is_lost
             elif not overwrite and is_lost:
-                # Keep whatever the earlier pass had, but add what we see now (never less).
-                if masks[i] is not None:
-                    masks[i] = masks[i] | vis
-                break
+                # Keep whatever the earlier pass had, but add what we see now (never less),
+                # for the few frames where the predicted shape is still covered.
+                masks[i] = vis if masks[i] is None else masks[i] | vis
+                if st.lost_for >= self.COVER_AFTER_LOSS:
+                    break
             tick()
             prev_img = img
             i += direction
@@ -514,11 +526,19 @@ class ClassicTracker(VideoTracker):
         if not st.lost and st.vis.sum() >= 12:
             delta = self._flow_delta(st, prev_img, img)
         if delta is None:
-            delta = st.velocity if st.lost_for < 15 else _IDENT
+            # No measurement (lost, or too little visible): coast on the last velocity,
+            # translation only, for a while.
+            delta = _IDENT.copy()
+            if st.lost_for < 15:
+                delta[:, 2] = st.velocity[:, 2]
         else:
-            st.velocity = 0.5 * st.velocity + 0.5 * delta
+            if not st.lost and st.vis.sum() >= 0.8 * st.anchor_area:
+                # Learn the velocity only while the object is (nearly) fully visible: the
+                # motion of a half-hidden object is easily confused with its occluder's.
+                st.velocity = 0.5 * st.velocity + 0.5 * delta
         st.pose = _compose(delta, st.pose)
-        vis, ratio, prior = self._segment(st, img)
+        st.anchor_area *= float(abs(np.linalg.det(delta[:, :2])))
+        vis, ratio, cover = self._segment(st, img)
         if 0.0 < ratio < 0.9 and self._alpha >= 0.3:
             # The motion estimate may be off (fast motion, blur): slide the shape to where
             # the colour model says the object is, keep it if more of the object shows.
@@ -526,22 +546,27 @@ class ClassicTracker(VideoTracker):
             if moved is not None:
                 old = st.pose
                 st.pose = moved
-                vis2, ratio2, _ = self._segment(st, img)
+                vis2, ratio2, cover2 = self._segment(st, img)
                 if ratio2 > ratio + 0.05:
-                    vis, ratio = vis2, ratio2
-                    st.velocity = _compose(moved, np.linalg.inv(np.vstack([old, [0, 0, 1]]))[:2]) * 0.5 + st.velocity * 0.5
+                    vis, ratio, cover = vis2, ratio2, cover2
+                    if ratio2 >= 0.8 and not st.lost:
+                        step = _compose(moved, np.linalg.inv(np.vstack([old, [0, 0, 1]]))[:2])
+                        st.velocity = 0.5 * st.velocity + 0.5 * _compose(step, delta)
                 else:
                     st.pose = old
         if ratio < self.found_ratio and (st.lost or ratio < self.lost_ratio):
             found = self._reacquire(st, img)
             if found is not None:
                 st.pose = found
-                vis, ratio, prior = self._segment(st, img)
+                st.anchor_area = st.ref_area * float(abs(np.linalg.det(found[:, :2])))
+                vis, ratio, cover = self._segment(st, img)
         negs = self._neg_by_frame.get(i)
+        removed = None
         if negs:
+            removed = np.zeros((h, w), bool)
             for x, y in negs:
-                comp = _largest_touching(vis, self._disc(h, w, x, y, 2))
-                vis &= ~comp
+                removed |= _largest_touching(vis | (cover if cover is not None else False), self._disc(h, w, x, y, 2))
+            vis &= ~removed
         is_lost = ratio < (self.found_ratio if st.lost else self.lost_ratio)
         st.lost = is_lost
         st.lost_for = st.lost_for + 1 if is_lost else 0
@@ -549,16 +574,37 @@ class ClassicTracker(VideoTracker):
         if not is_lost:
             st.vis = vis
             area = float(vis.sum())
-            if 0.85 <= ratio <= 1.25 and area > 0:
+            anchored = 0.85 * st.anchor_area <= area <= 1.15 * st.anchor_area
+            if 0.85 <= ratio <= 1.25 and area > 0 and anchored:
                 # Fully visible: adopt the current shape as the reference (non-rigid change,
                 # scale drift) and refresh the appearance models a little.
                 st.ref = np.where(vis, 255, 0).astype(np.uint8)
                 st.pose = _IDENT.copy()
                 st.ref_area = area
+                st.anchor_area = 0.9 * st.anchor_area + 0.1 * area
                 self._refresh_models(img, vis)
                 self._set_template(st, img, vis)
+            elif 0.7 <= ratio <= 1.4 and area > 0:
+                # Shape refused: still let the position follow what is seen (half-way).
+                mr = cv2.moments(st.ref, binaryImage=True)
+                mv = cv2.moments(vis.astype(np.uint8), binaryImage=True)
+                if mr["m00"] > 0 and mv["m00"] > 0:
+                    c_ref = np.array([mr["m10"] / mr["m00"], mr["m01"] / mr["m00"]])
+                    c_prior = st.pose[:, :2] @ c_ref + st.pose[:, 2]
+                    c_vis = np.array([mv["m10"] / mv["m00"], mv["m01"] / mv["m00"]])
+                    st.pose[:, 2] += 0.5 * (c_vis - c_prior)
         else:
             st.vis = vis
+        if cover is not None:
+            vis = vis | cover
+        if is_lost:
+            if st.lost_for <= self.COVER_AFTER_LOSS:
+                # Just lost (hidden, or leaving the picture): also cover where the whole
+                # object is predicted to be, so a sliver still showing is not missed.
+                predicted = cv2.warpAffine(st.ref, st.pose, (w, h), flags=cv2.INTER_NEAREST) > 127
+                vis = vis | predicted
+        if removed is not None:
+            vis &= ~removed
         return vis, c, is_lost
 
     @staticmethod
@@ -685,12 +731,22 @@ class ClassicTracker(VideoTracker):
         score = a * p + (1 - a) * soft_prior
         roi = (score > 0.5) & allowed
         roi = cv2.morphologyEx(roi.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8)) > 0
-        roi = cv2.morphologyEx(roi.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)) > 0
+        opened = cv2.morphologyEx(roi.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)) > 0
+        if opened.sum() >= 0.5 * roi.sum():  # keep thin slivers (an object almost hidden)
+            roi = opened
         roi = _largest_touching(roi, core)
         roi = _fill_holes(roi) & allowed
-        vis[y0:y1, x0:x1] = roi
         ratio = float(roi.sum()) / max(expected, 1.0)
-        return vis, ratio, None
+        vis[y0:y1, x0:x1] = roi
+        cover = None
+        if 0.0 < ratio < 0.9:
+            # Partly hidden (or partly missed): the output also covers the predicted shape
+            # next to what is seen - the edge where it emerges or hides is where a blur
+            # would leak. (Output only: the tracker's state keeps the visible part.)
+            near = cv2.dilate(roi.astype(np.uint8), k) > 0
+            cover = np.zeros((h, w), bool)
+            cover[y0:y1, x0:x1] = core & near
+        return vis, ratio, cover
 
     def _colour_shift(self, st: _State, img: np.ndarray) -> np.ndarray | None:
         """The pose translated to where the shape covers the most object-coloured pixels."""
@@ -715,36 +771,61 @@ class ClassicTracker(VideoTracker):
         return moved
 
     def _reacquire(self, st: _State, img: np.ndarray) -> np.ndarray | None:
-        """Search the whole frame for the object's appearance; a new pose, or None."""
+        """Search for the object's appearance around where it should be; a new pose, or None.
+
+        The window grows with the time lost (the whole frame after `FULL_SEARCH_AFTER`
+        lost frames). A match must look like the object (normalised cross-correlation of
+        its last fully visible patch >= `REACQUIRE_NCC`, at 3 scales) and have its colours
+        (mean object probability under its mask >= 0.5); nearer the prediction wins ties.
+        """
         if st.template is None:
             return None
-        p = self._prob(img)
-        best = None
+        h, w = img.shape[:2]
         th, tw = st.template.shape[:2]
-        cx_ref, cy_ref = cv2.boundingRect(st.ref)[:2]
+        mr = cv2.moments(st.ref, binaryImage=True)
+        if mr["m00"] == 0:
+            return None
+        c_ref = np.array([mr["m10"] / mr["m00"], mr["m01"] / mr["m00"]])
+        pred = st.pose[:, :2] @ c_ref + st.pose[:, 2]
+        speed = float(np.hypot(st.velocity[0, 2], st.velocity[1, 2]))
+        if st.lost_for > self.FULL_SEARCH_AFTER:
+            x0, y0, x1, y1 = 0, 0, w, h
+            radius = float(max(w, h))
+        else:
+            radius = max(3.0 * max(tw, th), 24.0) + 3.0 * speed * st.lost_for
+            x0, y0 = int(max(0, pred[0] - radius - tw)), int(max(0, pred[1] - radius - th))
+            x1, y1 = int(min(w, pred[0] + radius + tw)), int(min(h, pred[1] + radius + th))
+        window = img[y0:y1, x0:x1]
+        best = None
         for s in (0.85, 1.0, 1.18):
             tpl = cv2.resize(st.template, (max(4, int(tw * s)), max(4, int(th * s))))
             tm = cv2.resize(st.template_mask.astype(np.uint8), (tpl.shape[1], tpl.shape[0]),
-                            interpolation=cv2.INTER_NEAREST)
-            if tpl.shape[0] >= img.shape[0] or tpl.shape[1] >= img.shape[1]:
+                            interpolation=cv2.INTER_NEAREST) > 0
+            if tpl.shape[0] >= window.shape[0] or tpl.shape[1] >= window.shape[1]:
                 continue
-            res = cv2.matchTemplate(img, tpl, cv2.TM_CCOEFF_NORMED)
-            # Weight by colour evidence at the placed mask's centre region.
-            pc = cv2.boxFilter(p, -1, (tpl.shape[1], tpl.shape[0]), normalize=True)
-            pc = pc[tpl.shape[0] // 2: tpl.shape[0] // 2 + res.shape[0], tpl.shape[1] // 2: tpl.shape[1] // 2 + res.shape[1]]
-            score = res * np.clip(pc[: res.shape[0], : res.shape[1]] * 2.0, 0, 1)
+            res = cv2.matchTemplate(window, tpl, cv2.TM_CCOEFF_NORMED)
+            ys, xs = np.mgrid[0:res.shape[0], 0:res.shape[1]]
+            centre_x = xs + x0 + tpl.shape[1] / 2
+            centre_y = ys + y0 + tpl.shape[0] / 2
+            dist = np.hypot(centre_x - pred[0], centre_y - pred[1]) / max(radius, 1.0)
+            score = res - 0.1 * dist
             _, val, _, loc = cv2.minMaxLoc(score)
+            ncc = float(res[loc[1], loc[0]])
+            if ncc < self.REACQUIRE_NCC:
+                continue
+            lx, ly = loc[0] + x0, loc[1] + y0
+            patch = img[ly:ly + tpl.shape[0], lx:lx + tpl.shape[1]]
+            colour = float(self._prob(patch)[tm].mean()) if tm.any() else 0.0
+            if colour < 0.5 and self._alpha >= 0.3:
+                continue
             if best is None or val > best[0]:
-                best = (val, loc, s, tm)
-        if best is None or best[0] < 0.45:
+                best = (val, (lx, ly), s)
+        if best is None:
             return None
-        val, (lx, ly), s, tm = best
-        # Pose: the template's bbox in the reference frame maps to (lx, ly) at scale s.
-        # The template came from the mask at the time it was set; approximate its reference
-        # position by the current reference's bbox (both are the object's full shape).
-        rx, ry, rw, rh = cv2.boundingRect(st.ref)
+        _, (lx, ly), s = best
+        # The template is the reference shape's bounding box (both were set together).
+        rx, ry, _, _ = cv2.boundingRect(st.ref)
         pose = np.array([[s, 0, lx - s * rx], [0, s, ly - s * ry]], np.float64)
-        del cx_ref, cy_ref
         st.velocity = _IDENT.copy()
         return pose
 
