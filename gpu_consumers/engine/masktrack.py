@@ -51,7 +51,8 @@ def decode_mask(data: bytes) -> np.ndarray:
 
 
 def upsample_mask(small: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Full-size uint8 0/255 mask from a tracking-resolution one (bilinear, threshold at half).
+    """Full-size uint8 0/255 mask from a tracking-resolution one (bilinear, kept where >= 96/255:
+    a little generous, since a missed pixel is worse than an extra one).
 
     Only the bounding box of the mask (plus a pixel) is resampled: the result is the same
     as resizing the whole mask, at a fraction of the cost.
@@ -76,7 +77,7 @@ def upsample_mask(small: np.ndarray, width: int, height: int) -> np.ndarray:
     map_y = np.broadcast_to(ys[:, None], (Y1 - Y0, X1 - X0))
     soft = cv2.remap(small, np.ascontiguousarray(map_x), np.ascontiguousarray(map_y), cv2.INTER_LINEAR,
                      borderMode=cv2.BORDER_REPLICATE)
-    out[Y0:Y1, X0:X1] = np.where(soft > 127, 255, 0).astype(np.uint8)
+    out[Y0:Y1, X0:X1] = np.where(soft >= 96, 255, 0).astype(np.uint8)
     return out
 
 

@@ -333,8 +333,8 @@ class ClassicTracker(VideoTracker):
     #: Re-acquisition: minimum normalised cross-correlation with the object's last look,
     #: and after how many lost frames the search covers the whole frame.
     REACQUIRE_NCC = 0.6
-    #: For this many frames after the object is lost, its predicted full shape is masked too.
-    COVER_AFTER_LOSS = 2
+    #: For this many frames after the object is lost, its predicted shape may be masked too.
+    COVER_AFTER_LOSS = 3
     FULL_SEARCH_AFTER = 30
     #: Small frames are kept raw while they fit in this many bytes, else JPEG-compressed.
     RAW_CACHE_BYTES = 192 * 1024 * 1024
@@ -599,10 +599,18 @@ class ClassicTracker(VideoTracker):
             vis = vis | cover
         if is_lost:
             if st.lost_for <= self.COVER_AFTER_LOSS:
-                # Just lost (hidden, or leaving the picture): also cover where the whole
-                # object is predicted to be, so a sliver still showing is not missed.
+                # Just lost (hidden, or leaving the picture): a sliver may still show. Cover
+                # the predicted shape near object-coloured pixels in it (with a weak colour
+                # model: all of it, on the first lost frame only).
                 predicted = cv2.warpAffine(st.ref, st.pose, (w, h), flags=cv2.INTER_NEAREST) > 127
-                vis = vis | predicted
+                if self._alpha >= 0.3:
+                    x, y, bw, bh = cv2.boundingRect(predicted.astype(np.uint8))
+                    if bw > 0 and bh > 0:
+                        hint = (self._prob(img[y:y + bh, x:x + bw]) > 0.35) & predicted[y:y + bh, x:x + bw]
+                        hint = cv2.dilate(hint.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+                        vis[y:y + bh, x:x + bw] |= hint & predicted[y:y + bh, x:x + bw]
+                elif st.lost_for <= 1:
+                    vis = vis | predicted
         if removed is not None:
             vis &= ~removed
         return vis, c, is_lost
