@@ -58,18 +58,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
 
-    @app.middleware("http")
-    async def request_id(request: Request, call_next: Any) -> Any:
-        """A request id per call: echoed back, bound into log lines, sent as correlation id."""
-        rid = request.headers.get("x-request-id", "")
-        if not REQUEST_ID.fullmatch(rid):  # never let a caller put odd bytes into log lines
-            rid = uuid.uuid4().hex
-        request.state.request_id = rid
-        with structlog.contextvars.bound_contextvars(request_id=request.state.request_id):
-            response = await call_next(request)
-        response.headers["x-request-id"] = request.state.request_id
-        return response
-
     @app.exception_handler(RequestValidationError)
     async def invalid_body(_request: Request, exc: RequestValidationError) -> JSONResponse:
         """422 with a readable reason per field instead of a bare schema dump."""
@@ -95,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-Id"],
             expose_headers=["X-Request-Id", "Retry-After", "Idempotent-Replayed"], max_age=600)
     app.add_middleware(BodyLimit, max_bytes=settings.max_json_bytes)
+    app.add_middleware(RequestId)  # outermost of ours: every log line of the call carries the id
     # The web page (web/, built by scripts/build-web.sh) at "/": mounted after every API
     # route so those win; absent when the page has not been built. Keep it the last route.
     web_dist = Path(__file__).resolve().parent.parent / "web" / "dist"
@@ -106,6 +95,37 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 DEV_SECRET = "tapmask-dev-secret-change-me-in-production"
 UNLIMITED_BODY_PATHS = ("/api/v1/upload",)
+
+
+class RequestId:
+    """A request id per call (pure ASGI, cheap): the caller's ``X-Request-Id`` when it is
+    harmless, else a new one; kept in ``request.state.request_id``, bound into every log
+    line, sent as the events' correlation id and echoed in the answer's ``x-request-id``."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = ""
+        for name, value in scope.get("headers") or ():
+            if name == b"x-request-id":
+                rid = value.decode("latin-1")
+                break
+        if not REQUEST_ID.fullmatch(rid):  # never let a caller put odd bytes into log lines
+            rid = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+        raw = rid.encode()
+
+        async def send_with_id(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", raw)]
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(request_id=rid):
+            await self.app(scope, receive, send_with_id)
 
 
 class BodyLimit:

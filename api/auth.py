@@ -66,6 +66,27 @@ def _verification_key(settings: Settings, token: str) -> Any:
     raise AuthError("server misconfigured: RS256 needs jwt_public_key_file or jwks_file")
 
 
+_CACHE: dict[tuple[int, str], tuple[User, float]] = {}
+CACHE_MAX = 10_000
+CACHE_S = 60.0
+
+
+def decode_token_cached(token: str, settings: Settings) -> User:
+    """``decode_token`` with a small cache of tokens already verified (per settings object):
+    a hit is re-checked against its ``exp`` and trusted for at most a minute."""
+    now = time.time()
+    key = (id(settings), token)
+    hit = _CACHE.get(key)
+    if hit is not None and hit[1] > now:
+        return hit[0]
+    user = decode_token(token, settings)
+    exp = jwt.decode(token, options={"verify_signature": False})["exp"] + settings.jwt_leeway_s
+    if len(_CACHE) >= CACHE_MAX:
+        _CACHE.clear()
+    _CACHE[key] = (user, min(float(exp), now + CACHE_S))
+    return user
+
+
 def decode_token(token: str, settings: Settings) -> User:
     """Check a token and return its user, or raise AuthError with the reason."""
     key = _verification_key(settings, token)
@@ -143,7 +164,7 @@ def authenticate(request: Request, allow_query: bool = False) -> User:
     """The user of a request, or 401."""
     token = bearer_token(request, allow_query)
     try:
-        user = decode_token(token, request.app.state.settings)
+        user = decode_token_cached(token, request.app.state.settings)
     except AuthError as exc:
         raise _unauthorized(str(exc)) from exc
     request.state.user_id = user.id

@@ -108,7 +108,7 @@ def _max_upload(request: Request, user: User) -> int:
 
 
 @router.get("/api/v1/me", tags=["accounts"])
-def me(request: Request, user: User = Depends(current_user)) -> dict[str, Any]:
+async def me(request: Request, user: User = Depends(current_user)) -> dict[str, Any]:
     """The caller: tier, region, quota used and left this month, reset date, upload limit."""
     return {"userId": user.id, "tier": user.tier, "region": user.region, "quota": _quota(request, user),
             "maxUploadBytes": _max_upload(request, user)}
@@ -172,7 +172,7 @@ def _page(items: list[Any], limit: int, offset: int) -> dict[str, Any]:
 
 
 @router.get("/api/v1/videos", tags=["videos"])
-def list_videos(request: Request, user: User = Depends(current_user), limit: int = Query(20, ge=1, le=100),
+async def list_videos(request: Request, user: User = Depends(current_user), limit: int = Query(20, ge=1, le=100),
                 offset: int = Query(0, ge=0, le=1_000_000)) -> dict[str, Any]:
     """The caller's videos, newest first, paginated."""
     vids = request.app.state.view.videos_of(user.id)
@@ -182,7 +182,7 @@ def list_videos(request: Request, user: User = Depends(current_user), limit: int
 
 
 @router.get("/api/v1/videos/{video_id}", tags=["videos"])
-def video_status(video_id: str, request: Request, user: User = Depends(current_user)) -> dict[str, Any]:
+async def video_status(video_id: str, request: Request, user: User = Depends(current_user)) -> dict[str, Any]:
     """A video's validation state and probed metadata."""
     return _video_body(request, _own_video(request, video_id, user))
 
@@ -322,7 +322,7 @@ def status_body(job: dict[str, Any]) -> dict[str, Any]:
 
 
 @router.get("/api/v1/jobs", tags=["jobs"])
-def list_jobs(request: Request, user: User = Depends(current_user), limit: int = Query(20, ge=1, le=100),
+async def list_jobs(request: Request, user: User = Depends(current_user), limit: int = Query(20, ge=1, le=100),
               offset: int = Query(0, ge=0, le=1_000_000), video_id: str | None = Query(None, alias="videoId", max_length=64)) -> dict[str, Any]:
     """The caller's jobs (optionally of one video), newest first, paginated."""
     jobs = request.app.state.view.jobs_of(user.id, video_id)
@@ -332,7 +332,7 @@ def list_jobs(request: Request, user: User = Depends(current_user), limit: int =
 
 
 @router.get("/api/v1/status/{job_id}", tags=["jobs"])
-def status(job_id: str, request: Request, user: User = Depends(current_user)) -> dict[str, Any]:
+async def status(job_id: str, request: Request, user: User = Depends(current_user)) -> dict[str, Any]:
     """A job's state, stage, progress, attempt, error and timestamps; the download URL once complete."""
     return status_body(_own_job(request, job_id, user))
 

@@ -355,7 +355,12 @@ def test_concurrent_duplicates_with_one_idempotency_key_make_one_resource(
     assert [r.status_code for r in segs] == [202] * 6, [r.text for r in segs]
     assert len({r.json()["jobId"] for r in segs}) == 1
     assert sum(r.headers.get("idempotent-replayed") == "true" for r in segs) == 5
-    jobs = httpx.get(f"{a.url}/api/v1/jobs", params={"videoId": vid}, headers=auth(user)).json()
+    deadline = time.monotonic() + 20  # the winner may have been another replica: wait for Kafka
+    while True:
+        jobs = httpx.get(f"{a.url}/api/v1/jobs", params={"videoId": vid}, headers=auth(user)).json()
+        if jobs["total"] >= 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert jobs["total"] == 1
     other = segment_body(vid) | {"mode": "pixelate"}
     r = httpx.post(f"{a.url}/api/v1/segment", json=other, headers=auth(user, **{"Idempotency-Key": skey}))
