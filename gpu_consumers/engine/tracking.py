@@ -267,6 +267,8 @@ def initial_mask(img: np.ndarray, positives: list[tuple[float, float]], negative
             score = separability(img, obj)
             if score > best_score:
                 best, best_score = obj, score
+    if best_score >= 0.8:
+        windows = []  # colours already separate the object cleanly: GrabCut is not needed
     for x0, y0, x1, y1 in windows:
         X0 = max(0, int(min([x0] + [p[0] - seed_r - 2 for p in pts])))
         Y0 = max(0, int(min([y0] + [p[1] - seed_r - 2 for p in pts])))
@@ -622,9 +624,15 @@ class ClassicTracker(VideoTracker):
         return d > 0
 
     def _refresh_models(self, img: np.ndarray, obj: np.ndarray) -> None:
-        idx = _colour_index(img)
-        self._hf = 0.9 * self._hf + 0.1 * _hist(idx, obj)
-        self._hb = 0.7 * self._hb + 0.3 * _hist(idx, self._ring(obj))
+        # On the object's bounding box grown by the ring's width only.
+        h, w = obj.shape
+        x, y, bw, bh = cv2.boundingRect(obj.astype(np.uint8))
+        r = int(np.clip(0.6 * np.sqrt(max(1.0, float(obj.sum()))), 6, 60)) + 1
+        sl = (slice(max(0, y - r), min(h, y + bh + r)), slice(max(0, x - r), min(w, x + bw + r)))
+        sub = obj[sl]
+        idx = _colour_index(img[sl])
+        self._hf = 0.9 * self._hf + 0.1 * _hist(idx, sub)
+        self._hb = 0.7 * self._hb + 0.3 * _hist(idx, self._ring(sub))
         self._update_lut()
 
     def _flow_delta(self, st: _State, prev_img: np.ndarray, img: np.ndarray) -> np.ndarray | None:
@@ -751,7 +759,9 @@ class ClassicTracker(VideoTracker):
             # Partly hidden (or partly missed): the output also covers the predicted shape
             # next to what is seen - the edge where it emerges or hides is where a blur
             # would leak. (Output only: the tracker's state keeps the visible part.)
-            near = cv2.dilate(roi.astype(np.uint8), k) > 0
+            reach = max(2, band // 2)
+            kc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1))
+            near = cv2.dilate(roi.astype(np.uint8), kc) > 0
             cover = np.zeros((h, w), bool)
             cover[y0:y1, x0:x1] = core & near
         return vis, ratio, cover
