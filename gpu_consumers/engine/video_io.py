@@ -38,6 +38,7 @@ from pathlib import Path
 
 import av
 import av.error
+import cv2
 import numpy as np
 
 from .errors import EmptyVideo, EngineError, NoVideoStream, UndecodableVideo
@@ -281,6 +282,20 @@ class VideoReader:
 
     def _decoded(self, frame: av.VideoFrame, index: int, size: tuple[int, int] | None = None) -> DecodedFrame:
         width, height = size if size is not None else (self.info.width, self.info.height)
+        if size is not None and frame.format.name in ("yuv420p", "yuvj420p") \
+                and (frame.width, frame.height) == (self.info.width, self.info.height) \
+                and frame.width % 2 == 0 and frame.height % 2 == 0:
+            # Small frames for tracking: scale the Y, U and V planes (no full-size colour
+            # conversion), then convert the small picture. BT.601 maths: close enough to
+            # the true colours for tracking, and much cheaper.
+            w, h = frame.width, frame.height
+            planes = frame.to_ndarray()  # (h * 3 / 2, w): Y, then U and V at half size
+            y = planes[:h]
+            u = planes[h:h + h // 4].reshape(h // 2, w // 2)
+            v = planes[h + h // 4:].reshape(h // 2, w // 2)
+            small = [cv2.resize(p, size, interpolation=cv2.INTER_AREA) for p in (y, u, v)]
+            image = cv2.cvtColor(cv2.merge(small), cv2.COLOR_YUV2BGR)
+            return DecodedFrame(index, image, frame.pts, Fraction(frame.time_base or self.info.time_base))
         image = frame.to_ndarray(
             format="bgr24", width=width, height=height,
             src_colorspace=int(frame.colorspace), src_color_range=int(frame.color_range),
