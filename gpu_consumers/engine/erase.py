@@ -26,6 +26,20 @@ ERASE_RADIUS = 12
 INPAINT_RADIUS = 5
 
 
+def grow_mask(mask: np.ndarray, grow: int) -> np.ndarray:
+    """`mask` dilated by `grow` pixels (a disc), computed on its bounding box only."""
+    out = np.zeros_like(mask)
+    x, y, w, h = cv2.boundingRect(mask)
+    if w == 0 or h == 0:
+        return out
+    rows, cols = mask.shape[:2]
+    y0, x0 = max(0, y - grow), max(0, x - grow)
+    y1, x1 = min(rows, y + h + grow), min(cols, x + w + grow)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
+    out[y0:y1, x0:x1] = cv2.dilate(mask[y0:y1, x0:x1], kernel)
+    return out
+
+
 def _neighbour_order(i: int, available: set[int]) -> list[int]:
     order = []
     for d in range(1, ERASE_RADIUS + 1):
@@ -44,10 +58,11 @@ def erase_frame(
 ) -> np.ndarray:
     """Frame `i` with its masked object erased.
 
-    `window` maps frame index -> (BGR image, full-resolution mask) for frame `i` and its
-    neighbours (any subset of i-R .. i+R; fewer near the ends of the video).
+    `window` maps frame index -> (BGR image, full-resolution mask[, that mask grown by
+    margin + feather + 1 as `grow_mask` makes it]) for frame `i` and its neighbours (any
+    subset of i-R .. i+R; fewer near the ends of the video).
     """
-    image, mask = window[i]
+    image, mask = window[i][:2]
     found = soft_alpha(mask, margin_px, feather_px)
     if found is None:
         return image.copy()
@@ -60,14 +75,13 @@ def erase_frame(
     have = np.zeros((h, w), bool)
     shift = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], np.float64)
     grow = margin_px + feather_px + 1
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
     for j in _neighbour_order(i, set(window) - {i}):
-        src, src_mask = window[j]
+        src, src_mask = window[j][:2]
+        grown = window[j][2] if len(window[j]) > 2 else grow_mask(src_mask, grow)
         m = shift @ track.motion_between(j, i)
         warped = cv2.warpPerspective(src, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-        blocked = cv2.warpPerspective(src_mask, m, (w, h), flags=cv2.INTER_NEAREST,
-                                      borderMode=cv2.BORDER_CONSTANT, borderValue=255)
-        blocked = cv2.dilate(blocked, kernel) > 0
+        blocked = cv2.warpPerspective(grown, m, (w, h), flags=cv2.INTER_NEAREST,
+                                      borderMode=cv2.BORDER_CONSTANT, borderValue=255) > 0
         take = need & ~have & ~blocked
         if take.any():
             fill[take] = warped[take]

@@ -164,15 +164,26 @@ class MaskTrack:
                           round(float(self.confidence[index]), 4), bool(self.lost[index]))
 
     def motion_between(self, src: int, dst: int) -> np.ndarray:
-        """Homography mapping full-res coordinates of frame `src` to frame `dst`."""
+        """Homography mapping full-res coordinates of frame `src` to frame `dst`.
+
+        The product of the per-frame motions between them (computed the same way whatever
+        else was asked before, so results do not depend on chunking).
+        """
         h = np.eye(3, dtype=np.float64)
         if dst > src:
             for k in range(src + 1, dst + 1):
                 h = self.motion[k].astype(np.float64) @ h
         else:
             for k in range(src, dst, -1):
-                h = np.linalg.inv(self.motion[k].astype(np.float64)) @ h
+                h = self._inverse(k) @ h
         return h
+
+    def _inverse(self, k: int) -> np.ndarray:
+        cache = self.__dict__.setdefault("_inv_cache", {})
+        inv = cache.get(k)
+        if inv is None:
+            inv = cache[k] = np.linalg.inv(self.motion[k].astype(np.float64))
+        return inv
 
     # -- masks out ----------------------------------------------------------------------
     def write_masks(self, folder: str | os.PathLike[str], progress=None) -> Path:

@@ -32,7 +32,7 @@ import av.error
 import numpy as np
 
 from .effects import DEFAULT_FEATHER_PX, apply_effect, check_mode
-from .erase import ERASE_RADIUS, erase_frame
+from .erase import ERASE_RADIUS, erase_frame, grow_mask
 from .errors import EngineError, JobCancelled
 from .masktrack import MaskTrack
 from .video_io import VideoInfo, VideoReader, VideoWriter, probe
@@ -89,6 +89,7 @@ def iter_rendered(
     info = info if info is not None else probe(in_path)
     end = min(end, len(track))
     radius = ERASE_RADIUS if options.mode == "erase" else 0
+    grow = options.margin_px + options.feather_px + 1
     first = max(0, start - radius)
     window: deque = deque()  # (DecodedFrame, full mask) for frames first .. current + radius
     with VideoReader(in_path, info) as reader:
@@ -105,15 +106,16 @@ def iter_rendered(
                 if item.index >= len(track):
                     exhausted = True
                     break
-                window.append((item, track.full_mask(item.index)))
+                mask = track.full_mask(item.index)
+                window.append((item, mask, grow_mask(mask, grow) if radius else None))
             while window and window[0][0].index < i - radius:
                 window.popleft()
             current = next((w for w in window if w[0].index == i), None)
             if current is None:
                 break  # the file ended early: fewer frames than tracked
-            frame, mask = current
+            frame, mask, _ = current
             if options.mode == "erase":
-                image = erase_frame(i, {w[0].index: (w[0].image, w[1]) for w in window}, track,
+                image = erase_frame(i, {w[0].index: (w[0].image, w[1], w[2]) for w in window}, track,
                                     options.margin_px, options.feather_px)
             else:
                 image = render_frame(options, frame.image, mask)
