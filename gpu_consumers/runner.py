@@ -53,7 +53,8 @@ from tapmask.storage import s3_client
 
 log = structlog.get_logger()
 
-POLL_S = 0.2
+POLL_S = 0.2  # idle: how long one poll waits for a message
+BUSY_POLL_S = 0.05  # busy: how soon a finished job is noticed (polls also serve the group)
 
 
 def consumer_config(settings: Settings, worker_id: str) -> dict[str, Any]:
@@ -69,7 +70,10 @@ def consumer_config(settings: Settings, worker_id: str) -> dict[str, Any]:
         "session.timeout.ms": settings.kafka_session_timeout_ms,
         "heartbeat.interval.ms": settings.kafka_heartbeat_interval_ms,
         "max.poll.interval.ms": settings.kafka_max_poll_interval_ms,
-    }
+        # After a job the partitions are resumed and fetched afresh: do not let the broker
+        # hold that fetch for librdkafka's default 500 ms.
+        "fetch.wait.max.ms": settings.consumer_fetch_wait_max_ms,
+    } | json.loads(settings.consumer_kafka_config_json or "{}")
 
 
 @dataclass
@@ -154,7 +158,7 @@ class ConsumerRunner:
         last_activity = time.monotonic()
         try:
             while not self.stopping.is_set():
-                msg = self.consumer.poll(POLL_S)
+                msg = self.consumer.poll(BUSY_POLL_S if self.busy is not None else POLL_S)
                 busy = self.busy
                 if busy is not None:
                     if msg is not None and not msg.error():

@@ -46,12 +46,17 @@ def service_specs(settings: Settings, logs_dir: Path, consumers: int = 1) -> lis
             cwd=REPO_ROOT,
         ),
     ]
+    # A GPU consumer exits after TAPMASK_CONSUMER_IDLE_TIMEOUT_S without work (default 5 min,
+    # so a scaler can remove it); the dev stack has no scaler to start it again, so its
+    # consumers stay unless that variable was set explicitly.
+    consumer_env = {} if "consumer_idle_timeout_s" in settings.model_fields_set else {"TAPMASK_CONSUMER_IDLE_TIMEOUT_S": "0"}
     for i in range(consumers):
         name = "gpu-consumer" if consumers == 1 else f"gpu-consumer-{i + 1}"
         specs.append(
             ProcessSpec(
                 name=name,
                 argv=[py, "-m", "gpu_consumers"],
+                env=dict(consumer_env),
                 ready_check=lambda n=name: _log_says(logs_dir / f"{n}.log", "consumer.assigned"),
                 cwd=REPO_ROOT,
             )

@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     consumer_chunk_frames: int = 250
     # Append one JSON line per committed job offset here (audit trail; the chaos test reads it).
     consumer_commit_log: Path | None = None
+    consumer_fetch_wait_max_ms: int = 100
+    # Extra librdkafka settings of the GPU consumer, as JSON (security, tuning).
+    consumer_kafka_config_json: str = ""
 
     # Embedded dev stack.
     broker_storage: str = "s3"  # "s3" (durable, on the embedded SeaweedFS) or "memory"
