@@ -335,6 +335,9 @@ class ClassicTracker(VideoTracker):
     #: Re-acquisition: minimum normalised cross-correlation with the object's last look,
     #: and after how many lost frames the search covers the whole frame.
     REACQUIRE_NCC = 0.6
+    #: ECC refinement is skipped when the best motion candidate already maps the object's
+    #: pixels within this mean absolute grey-level difference.
+    ECC_SKIP_COST = 3.0
     #: For this many frames after the object is lost, its predicted shape may be masked too.
     COVER_AFTER_LOSS = 3
     FULL_SEARCH_AFTER = 30
@@ -342,8 +345,11 @@ class ClassicTracker(VideoTracker):
     RAW_CACHE_BYTES = 192 * 1024 * 1024
 
     def __init__(self, max_side: int = 320, lost_ratio: float = 0.2, found_ratio: float = 0.5,
-                 jpeg_quality: int = 92, camera_motion: bool = True) -> None:
-        """`camera_motion`: also estimate the camera's motion (needed by erase only)."""
+                 jpeg_quality: int = 92, camera_motion: bool = True, flow: str = "lk") -> None:
+        """`camera_motion`: also estimate the camera's motion (needed by erase only).
+        `flow`: "lk" (sparse pyramidal Lucas-Kanade, default: as accurate here, ~5x cheaper)
+        or "dis" (DIS dense optical flow) for the object's motion candidates."""
+        self.flow = flow
         self.camera_motion = camera_motion
         self.max_side = max_side
         self.lost_ratio = lost_ratio
@@ -677,11 +683,24 @@ class ClassicTracker(VideoTracker):
             return float(np.mean(np.abs(vals.ravel()[inside].astype(np.float32) - ref_vals[inside])))
 
         candidates = [to_roi(_IDENT), to_roi(st.velocity)]
-        flow = self._dis.calc(g0, g1, None)
-        dst = src + flow[ys, xs]
-        m, inliers = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=1.5,
-                                                 maxIters=200, confidence=0.98, refineIters=5)
-        if m is not None and inliers is not None and inliers.sum() >= max(6, 0.3 * len(src)):
+        if self.flow == "dis":
+            flow = self._dis.calc(g0, g1, None)
+            fsrc, dst = src, src + flow[ys, xs]
+        else:  # sparse pyramidal Lucas-Kanade on up to 150 of the object's pixels
+            step = max(1, len(src) // 150)
+            fsrc = np.ascontiguousarray(src[::step], np.float32).reshape(-1, 1, 2)
+            v = to_roi(st.velocity)
+            guess = np.ascontiguousarray(fsrc.reshape(-1, 2) @ v[:, :2].T.astype(np.float32)
+                                         + v[:, 2].astype(np.float32), np.float32).reshape(-1, 1, 2)
+            nxt, ok, _ = cv2.calcOpticalFlowPyrLK(g0, g1, fsrc, guess, winSize=(11, 11), maxLevel=3,
+                                                  flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
+            good = ok.ravel() == 1
+            fsrc, dst = fsrc.reshape(-1, 2)[good], nxt.reshape(-1, 2)[good]
+        m, inliers = (None, None)
+        if len(fsrc) >= 6:
+            m, inliers = cv2.estimateAffinePartial2D(fsrc, dst, method=cv2.RANSAC, ransacReprojThreshold=1.5,
+                                                     maxIters=200, confidence=0.98, refineIters=5)
+        if m is not None and inliers is not None and inliers.sum() >= max(6, 0.3 * len(fsrc)):
             candidates.append(m.astype(np.float64))
         # Template match of the object's patch around its expected place.
         tx0, ty0 = x - x0, y - y0
@@ -694,6 +713,8 @@ class ClassicTracker(VideoTracker):
         best = candidates[int(np.argmin(costs))]
         best_cost = min(costs)
         try:
+            if best_cost <= self.ECC_SKIP_COST:
+                raise cv2.error("good enough")  # the pixels already match: skip refinement
             warp = best.astype(np.float32).copy()
             criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 1e-3)
             _, warp = cv2.findTransformECC(g0, g1, warp, cv2.MOTION_AFFINE, criteria,
