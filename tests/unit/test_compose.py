@@ -49,3 +49,9 @@ def test_services_point_at_the_compose_servers() -> None:
     assert env["TAPMASK_KAFKA_BOOTSTRAP"] == "kafka:9092"
     assert env["TAPMASK_S3_ENDPOINT"].startswith("http://s3:")
     assert env["TAPMASK_REDIS_URL"].startswith("redis://valkey:")
+
+
+def test_production_has_no_dev_sign_in_and_needs_a_real_secret() -> None:
+    env = _env(COMPOSE["services"]["api"])
+    assert env["TAPMASK_DEV_MODE"] == "false"
+    assert ":?" in env["TAPMASK_JWT_SECRET"], "the JWT secret must be required, never defaulted"
