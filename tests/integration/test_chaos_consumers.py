@@ -36,9 +36,9 @@ def test_sigkill_chaos_loses_nothing_and_duplicates_nothing(stack, stack_setting
     settings = h.isolated(stack_settings, "chaos", consumer_idle_timeout_s=0.0, progress_interval_s=0.5,
                           kafka_session_timeout_ms=6000, consumer_chunk_frames=25,
                           consumer_commit_log=str(tmp_path / "commits.jsonl"))
-    clip = make_sample_clip(tmp_path / "clip.mp4", seconds=2.0, width=160, height=90, fps=25, audio=False)
+    clip = make_sample_clip(tmp_path / "clip.mp4", seconds=2.0, width=160, height=96, fps=25, audio=False)
     source = h.upload_clip(settings, clip)
-    x, y = sample_object_center(0, 160, 90, 25)
+    x, y = sample_object_center(0, 160, 96, 25)
     specs = [h.job_spec(source, x, y) for _ in range(JOBS)]
     ids = {s["job_id"] for s in specs}
     consumers = [h.ConsumerProc(f"c{i}", settings, tmp_path / "logs").start() for i in range(CONSUMERS)]

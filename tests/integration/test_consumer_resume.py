@@ -28,9 +28,9 @@ def frames(path: Path) -> list[np.ndarray]:
 
 
 def test_resumed_job_skips_finished_chunks_and_gives_the_same_output(stack, stack_settings: Settings, tmp_path: Path) -> None:
-    clip = make_sample_clip(tmp_path / "clip.mp4", seconds=2.0, width=160, height=90, fps=25, audio=True)
+    clip = make_sample_clip(tmp_path / "clip.mp4", seconds=2.0, width=160, height=96, fps=25, audio=True)
     source = h.upload_clip(stack_settings, clip)
-    x, y = sample_object_center(0, 160, 90, 25)
+    x, y = sample_object_center(0, 160, 96, 25)
     s3 = s3_client(stack_settings)
     noop = lambda *a: None  # noqa: E731
 

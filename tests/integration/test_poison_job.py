@@ -22,14 +22,14 @@ pytestmark = pytest.mark.integration
 
 def test_poison_jobs_fail_readably_and_the_partition_flows(stack, stack_settings: Settings, tmp_path: Path) -> None:
     settings = h.isolated(stack_settings, "poison", consumer_idle_timeout_s=0.0, consumer_retry_backoff_s=0.2)
-    clip = make_sample_clip(tmp_path / "clip.mp4", seconds=1.0, width=160, height=90, fps=25, audio=False)
+    clip = make_sample_clip(tmp_path / "clip.mp4", seconds=1.0, width=160, height=96, fps=25, audio=False)
     good_source = h.upload_clip(settings, clip)
-    x, y = sample_object_center(0, 160, 90, 25)
+    x, y = sample_object_center(0, 160, 96, 25)
     s3 = s3_client(settings)
     s3.put_object(Bucket=settings.s3_bucket, Key="uploads/poison/source", Body=bytes(clip.read_bytes()[:64]) + b"\0" * 4000)
     undecodable = h.job_spec(good_source | {"video_key": "uploads/poison/source"}, x, y)
     gone = h.job_spec(good_source | {"video_key": "uploads/never-uploaded/source"}, x, y)
-    # A box outside a 160x90 frame passes the schema but not the engine: permanent, readable.
+    # A click outside the 160x96 frame passes the schema but not the engine: permanent, readable.
     outside = h.job_spec(good_source, 5000.0, 5000.0)
     good = h.job_spec(good_source, x, y)
     jobs = [undecodable, gone, outside, good]

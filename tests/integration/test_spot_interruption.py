@@ -36,9 +36,9 @@ def test_interrupted_job_moves_to_another_consumer_and_resumes(how: str, stack, 
     settings = h.isolated(stack_settings, f"spot-{how}", consumer_idle_timeout_s=0.0, progress_interval_s=0.5,
                           consumer_chunk_frames=2, spot_poll_interval_s=0.1,
                           consumer_commit_log=str(tmp_path / "commits.jsonl"))
-    clip = make_sample_clip(tmp_path / "clip.mp4", seconds=2.0, width=160, height=90, fps=25, audio=False)
+    clip = make_sample_clip(tmp_path / "clip.mp4", seconds=2.0, width=160, height=96, fps=25, audio=False)
     source = h.upload_clip(settings, clip)
-    x, y = sample_object_center(0, 160, 90, 25)
+    x, y = sample_object_center(0, 160, 96, 25)
     spec = h.job_spec(source, x, y)
     job_id = spec["job_id"]
     s3 = s3_client(settings)
