@@ -2,9 +2,9 @@
 
 A mask provider is prepared once per video with the video's geometry and the prompt, then
 asked for one frame at a time, in frame order, as the pipeline streams through the video:
-it never sees the whole video at once. A real tracker (later) implements the same
-interface; note that a strictly forward stream gives a tracker nothing before the prompt
-frame, so a prompt on frame k > 0 may need a second pass there.
+it never sees the whole video at once. `tracking.ProviderTracker` adapts it to the
+two-pass `tracking.VideoTracker` interface, which the real trackers implement (they need
+frames before the prompt frame too).
 """
 
 from __future__ import annotations

@@ -9,13 +9,16 @@ prompted frame.
 SnapCut / Rotobrush (optical-flow-guided shape propagation + appearance models):
 
 * every frame is decoded once and kept small (longest side <= `max_side`, JPEG in memory);
-* initial mask on the prompted frame: GrabCut seeded by the click(s) (definite foreground
-  disc), negative clicks (definite background) and the box (outside = background), keeping
-  the connected part under the click;
+* initial mask on the prompted frame: several hypotheses (colour-model region growing
+  from discs of increasing radius at the click; GrabCut on windows of several sizes, or on
+  the box) and the one whose colours best separate from their surroundings wins; negative
+  clicks are definite background;
 * propagation forwards and then backwards from the prompted frame. The object's shape is
   kept as a reference mask plus a similarity pose (translation, rotation, scale) updated
-  each frame from DIS optical flow sampled on its *visible* pixels (RANSAC), so the shape
-  prior survives partial occlusion. The visible mask is the prior re-segmented by a colour
+  each frame from the optical flow of its *visible* pixels (sparse pyramidal LK seeded by
+  the last velocity, or DIS dense flow, fitted by RANSAC), a template match and the last
+  velocity - whichever maps the object's pixels best, refined by ECC alignment when none
+  fits well - so the shape prior survives partial occlusion. The visible mask is the prior re-segmented by a colour
   model (foreground vs. surrounding background histograms, weighted by how well they
   separate the object, so a low-contrast object leans on the shape prior);
 * confidence = visible area / expected area (x colour agreement); below `lost_ratio` the
@@ -38,11 +41,11 @@ from fractions import Fraction
 import cv2
 import numpy as np
 
-from .errors import InvalidPrompt, JobCancelled
+from .errors import EmptyVideo, EngineError, InvalidPrompt, JobCancelled
 from .masks import MaskProvider
 from .masktrack import MaskTrack, encode_mask
 from .prompts import Prompt
-from .video_io import DecodedFrame, VideoInfo, VideoReader
+from .video_io import VideoInfo, VideoReader
 
 ProgressFn = Callable[[str, int, int], None]
 STAGE_TRACKING = "tracking"
@@ -86,8 +89,6 @@ class ProviderTracker(VideoTracker):
                     _check_cancel(should_cancel, item.index, info.frame_count)
                     mask, c = self.provider.mask_for(item.index, item.image)
                     if mask.shape[:2] != item.image.shape[:2]:
-                        from .errors import EngineError
-
                         raise EngineError(
                             f"The mask for frame {item.index} is {mask.shape[1]}x{mask.shape[0]}, "
                             f"the frame is {item.image.shape[1]}x{item.image.shape[0]}."
@@ -397,8 +398,6 @@ class ClassicTracker(VideoTracker):
                     progress(STAGE_TRACKING, item.index, 3 * max(total, item.index + 1))
         n = len(self._jpeg)
         if n == 0:
-            from .errors import EmptyVideo
-
             raise EmptyVideo(f"No frame of {info.path.name!r} could be decoded.")
         total = n
 
@@ -676,7 +675,7 @@ class ClassicTracker(VideoTracker):
         def cost(m_roi: np.ndarray) -> float:
             d = src @ m_roi[:, :2].T.astype(np.float32) + m_roi[:, 2].astype(np.float32)
             vals = cv2.remap(g1, d[:, 0].reshape(-1, 1), d[:, 1].reshape(-1, 1), cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_CONSTANT, borderValue=-1.0 if False else 0)
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
             inside = (d[:, 0] >= 0) & (d[:, 1] >= 0) & (d[:, 0] <= g1.shape[1] - 1) & (d[:, 1] <= g1.shape[0] - 1)
             if inside.mean() < 0.5:
                 return 1e9
@@ -730,11 +729,12 @@ class ClassicTracker(VideoTracker):
             return None
         return out
 
-    def _segment(self, st: _State, img: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+    def _segment(self, st: _State, img: np.ndarray) -> tuple[np.ndarray, float, np.ndarray | None]:
         """Visible mask on `img` given the pose: the shape prior re-segmented by colour.
 
-        Returns (visible mask, visible area / expected area, prior); works on the prior's
-        bounding box (plus the band) only.
+        Returns (visible mask, visible area / expected area, extra cover or None); works on
+        the prior's bounding box (plus the band) only. The extra cover is the predicted
+        shape next to the visible part when the object is partly hidden (output only).
         """
         h, w = img.shape[:2]
         vis = np.zeros((h, w), bool)
