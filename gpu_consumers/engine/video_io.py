@@ -289,13 +289,15 @@ class VideoReader:
             # conversion), then convert the small picture. BT.601 maths: close enough to
             # the true colours for tracking, and much cheaper.
             w, h = frame.width, frame.height
-            planes = frame.to_ndarray()  # (h * 3 / 2, w): Y, then U and V at half size
-            y = planes[:h]
-            u = planes[h:h + h // 4].reshape(h // 2, w // 2)
-            v = planes[h + h // 4:].reshape(h // 2, w // 2)
-            small = [cv2.resize(p, size, interpolation=cv2.INTER_AREA) for p in (y, u, v)]
-            image = cv2.cvtColor(cv2.merge(small), cv2.COLOR_YUV2BGR)
-            return DecodedFrame(index, image, frame.pts, Fraction(frame.time_base or self.info.time_base))
+            flat = frame.to_ndarray().reshape(-1)  # Y (h x w), then U and V (h/2 x w/2 each)
+            ys, cs = w * h, (w // 2) * (h // 2)
+            if flat.size == ys + 2 * cs:
+                y = flat[:ys].reshape(h, w)
+                u = flat[ys:ys + cs].reshape(h // 2, w // 2)
+                v = flat[ys + cs:ys + 2 * cs].reshape(h // 2, w // 2)
+                small = [cv2.resize(p, size, interpolation=cv2.INTER_AREA) for p in (y, u, v)]
+                image = cv2.cvtColor(cv2.merge(small), cv2.COLOR_YUV2BGR)
+                return DecodedFrame(index, image, frame.pts, Fraction(frame.time_base or self.info.time_base))
         image = frame.to_ndarray(
             format="bgr24", width=width, height=height,
             src_colorspace=int(frame.colorspace), src_color_range=int(frame.color_range),

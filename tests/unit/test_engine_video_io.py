@@ -113,3 +113,17 @@ def test_output_is_fast_start(tmp_path):
     _copy(src, dst)
     data = dst.read_bytes()
     assert 0 <= data.find(b"moov") < data.find(b"mdat")
+
+
+@pytest.mark.parametrize("size", [(320, 180), (322, 182)])  # 182 / 2 is odd: plane layout edge case
+def test_small_frames_for_tracking_match_a_resized_decode(tmp_path, size):
+    import cv2
+
+    clip = make_sample_clip(tmp_path / "s.mp4", seconds=0.2, width=size[0], height=size[1], audio=False)
+    small = (size[0] // 2, size[1] // 2)
+    with VideoReader(clip) as r:
+        a = [f.image.copy() for f in r.video_frames(size=small)]
+    with VideoReader(clip) as r:
+        b = [cv2.resize(f.image, small, interpolation=cv2.INTER_AREA) for f in r.video_frames()]
+    assert len(a) == len(b) == 5 and a[0].shape == (small[1], small[0], 3)
+    assert all(np.abs(x.astype(int) - y).mean() < 12 for x, y in zip(a, b))
