@@ -700,7 +700,13 @@ class ClassicTracker(VideoTracker):
             m, inliers = cv2.estimateAffinePartial2D(fsrc, dst, method=cv2.RANSAC, ransacReprojThreshold=1.5,
                                                      maxIters=200, confidence=0.98, refineIters=5)
         if m is not None and inliers is not None and inliers.sum() >= max(6, 0.3 * len(fsrc)):
-            candidates.append(m.astype(np.float64))
+            m = m.astype(np.float64)
+            if inliers.mean() >= 0.8 and cost(m) <= self.ECC_SKIP_COST:
+                out = _similarity(to_frame(m))  # the flow fits and maps the pixels: done
+                scale = float(np.sqrt(abs(np.linalg.det(out[:, :2]))))
+                if 0.85 < scale < 1.18:
+                    return out
+            candidates.append(m)
         # Template match of the object's patch around its expected place.
         tx0, ty0 = x - x0, y - y0
         tpl = g0[ty0:ty0 + bh, tx0:tx0 + bw]
