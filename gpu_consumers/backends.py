@@ -24,6 +24,14 @@ from gpu_consumers.engine.errors import JobCancelled
 ProgressFn = Callable[[str, int, int], None]
 
 
+def masks_dir(dst: Path) -> Path:
+    """Where a backend writes a job's per-frame masks (one PNG per frame + masks.json), when
+    the job asks for them: beside the output, in the job's temp dir. The runner uploads
+    whatever is there under ``outputs/{job_id}/masks/``; a backend that writes none (noop,
+    sleep) leaves the job without masks."""
+    return Path(dst).parent / "masks"
+
+
 class Backend(Protocol):
     def process(self, src: Path, dst: Path, job: Any, progress: ProgressFn, should_cancel: Callable[[], bool]) -> int: ...
 

@@ -17,6 +17,11 @@ mixes with older pieces. Objects are written whole (PUT) and a segment is only l
 complete, so a worker killed mid-upload leaves nothing half-written to resume from. The
 prefix is deleted once the job's completion (complete or failed) is acknowledged. Outputs
 stay alone under ``outputs/{job_id}/``.
+
+When the spec's ``options.export_masks`` is true (the default), the backend also writes the
+per-frame masks (``MaskTrack.write_masks``: one PNG per frame + ``masks.json``) into
+``masks_dir(dst)``, next to the output in the job's temp dir; the job runner uploads them
+under ``outputs/{job_id}/masks/`` before the completion event.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from typing import Any
 
 import structlog
 
+from gpu_consumers.backends import masks_dir
 from gpu_consumers.engine.prompts import Box, Point, Prompt
 
 log = structlog.get_logger()
@@ -53,6 +59,19 @@ def prompt_of(spec: dict[str, Any]) -> Prompt:
     b = spec.get("box")
     box = Box(x0=b["x0"], y0=b["y0"], x1=b["x1"], y1=b["y1"], frame=int(b["frame"])) if b else None
     return Prompt(points=points, box=box)
+
+
+def export_masks(spec: dict[str, Any]) -> bool:
+    """Whether the job asked for its per-frame masks (default: yes)."""
+    return bool((spec.get("options") or {}).get("export_masks", True))
+
+
+def tracker_for(mode: str) -> Any:
+    """The engine's tracker for ``mode``: camera motion is estimated for erase only (it costs
+    time and only erase uses it), as ``process_video`` does."""
+    from gpu_consumers.engine.tracking import ClassicTracker
+
+    return ClassicTracker(camera_motion=mode == "erase")
 
 
 def checkpoint_prefix(job_id: str) -> str:
@@ -101,6 +120,19 @@ def fingerprint(spec: dict[str, Any], source_etag: str, chunk_frames: int) -> st
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def write_masks(track: Any, folder: Path, progress: ProgressFn, should_cancel: Callable[[], bool]) -> Path:
+    """``track.write_masks(folder)`` (one PNG at a time: flat memory), reported as the
+    "encoding" stage and cancellable between frames."""
+    from gpu_consumers.engine.errors import JobCancelled
+
+    def on_mask(done: int, total: int) -> None:
+        if should_cancel():
+            raise JobCancelled("The job was cancelled.")
+        progress("encoding", done, total)
+
+    return track.write_masks(folder, progress=on_mask)
+
+
 class VideoBackend:
     """The engine, resumable per chunk when the engine has its two-pass API."""
 
@@ -111,12 +143,13 @@ class VideoBackend:
 
     def process(self, src: Path, dst: Path, job: Any, progress: ProgressFn, should_cancel: Callable[[], bool]) -> int:
         spec = job.spec
+        masks = masks_dir(dst) if export_masks(spec) else None
         if not TWO_PASS or self.s3 is None:
             from gpu_consumers.engine.pipeline import process_video
 
             return process_video(src, dst, prompt_of(spec), spec["mode"], margin_px=spec["options"]["margin_px"],
                                  blur_kernel=spec["options"]["blur_kernel"], progress=progress,
-                                 should_cancel=should_cancel).frames
+                                 should_cancel=should_cancel, masks_out=masks).frames
         chunk = max(10, int(self.chunk_frames * getattr(job, "scale", 1.0)))  # smaller after out of memory
         etag = self.s3.head_object(Bucket=spec["s3_bucket"], Key=spec["video_key"]).get("ETag", "").strip('"')
         store = CheckpointStore(self.s3, spec["s3_bucket"], spec["job_id"], fingerprint(spec, etag, chunk))
@@ -133,7 +166,8 @@ class VideoBackend:
             progress("tracking", len(track), len(track))
         else:
             progress("tracking", 0, info.frame_count)
-            track = track_video(src, prompt_of(spec), info=info, progress=progress, should_cancel=should_cancel)
+            track = track_video(src, prompt_of(spec), tracker=tracker_for(spec["mode"]), info=info,
+                                progress=progress, should_cancel=should_cancel)
             track.save(work / "track.npz")
             store.put("track.npz", work / "track.npz")
         run["track_s"] = time.monotonic() - t
@@ -165,6 +199,10 @@ class VideoBackend:
             segments.append(path)
         join_segments(segments, src, dst, info)
         run["render_s"] = time.monotonic() - t
+        if masks is not None:
+            t = time.monotonic()
+            write_masks(track, masks, progress, should_cancel)
+            run["masks_s"] = time.monotonic() - t
         if run["track_reused"] or run["segments_reused"]:
             log.info("job.resumed", job_id=spec["job_id"], track_reused=run["track_reused"],
                      segments_reused=len(run["segments_reused"]), segments=len(chunks))

@@ -1,8 +1,11 @@
 """Running one queued job: download → backend (engine) → upload → completion event, with
 bounded retries.
 
-* Output keys derive from the job id alone (``outputs/{job_id}/output.mp4``), so a
-  redelivered job overwrites its own output instead of leaving a twin.
+* Output keys derive from the job id alone (``outputs/{job_id}/output.mp4``, and the
+  per-frame masks under ``outputs/{job_id}/masks/``), so a redelivered job overwrites its
+  own output instead of leaving a twin. Masks (when the backend wrote them, i.e. when
+  ``options.export_masks``) are uploaded before the video, the video before the completion
+  event (whose ``masks_key`` is then the masks prefix), and that before the commit.
 * Every try takes a new ``attempt`` number from the ledger (Valkey): it grows on redelivery
   and on each retry, and goes on every progress and completion event.
 * The completion event's id is derived from the job id (``stable_id(job, "job.completed")``):
@@ -24,13 +27,14 @@ import tempfile
 import threading
 import time
 import uuid
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from gpu_consumers.backends import Backend, make_backend
+from gpu_consumers.backends import Backend, make_backend, masks_dir
 from gpu_consumers.engine.errors import JobCancelled
 from gpu_consumers.ledger import JobLedger
 from gpu_consumers.retry import PermanentJobError, backoff_s, classify, describe, missing_object
@@ -44,11 +48,44 @@ log = structlog.get_logger()
 # the engine tracks in a pass of its own, else right after the download.
 STAGE_BANDS = {"extracting": (0.0, 5.0), "tracking": (5.0, 45.0), "processing": (45.0, 95.0), "encoding": (95.0, 99.9)}
 MAX_PROGRESS_GAP_S = 2.0
+MASK_UPLOAD_THREADS = 8  # below boto3's default pool of 10 connections
 
 
 def output_key(job_id: str) -> str:
     """Where a job's video goes: derived from the job id only (idempotent redelivery)."""
     return f"outputs/{job_id}/output.mp4"
+
+
+def masks_key_prefix(job_id: str) -> str:
+    """Where a job's per-frame masks go (the API zips this prefix): from the job id only."""
+    return f"outputs/{job_id}/masks/"
+
+
+def upload_masks(s3: Any, bucket: str, folder: Path, prefix: str, cancelled: threading.Event,
+                 threads: int = MASK_UPLOAD_THREADS) -> int:
+    """Upload every file of ``folder`` under ``prefix`` (same names), a few at a time, each
+    streamed from disk (one PUT per file: masks are small); returns how many. Raises the first failure (the job is retried) and
+    ``JobCancelled`` when ``cancelled`` is set; files not yet started are then skipped."""
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    types = {".png": "image/png", ".json": "application/json"}
+
+    def put(path: Path) -> None:
+        if cancelled.is_set():
+            return
+        with path.open("rb") as body:
+            s3.put_object(Bucket=bucket, Key=prefix + path.name, Body=body,
+                          ContentType=types.get(path.suffix, "application/octet-stream"))
+
+    with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="masks-upload") as pool:
+        futures = [pool.submit(put, f) for f in files]
+        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        for f in pending:
+            f.cancel()
+        for f in done:
+            f.result()  # re-raise the first failure
+    if cancelled.is_set():
+        raise JobCancelled("cancelled while uploading the masks")
+    return len(files)
 
 
 def stable_id(*parts: str) -> str:
@@ -233,6 +270,14 @@ class JobRunner:
             if cancelled.is_set():
                 raise JobCancelled("cancelled before upload")
             report("encoding", frames, frames, force=True)
+            masks_key = None
+            masks = masks_dir(dst)
+            if masks.is_dir():
+                t1 = time.monotonic()
+                masks_key = masks_key_prefix(job.job_id)
+                uploaded = upload_masks(self.s3, spec["s3_bucket"], masks, masks_key, cancelled)
+                timings["masks_upload_s"] = time.monotonic() - t1
+                log.info("job.masks_uploaded", job_id=job.job_id, files=uploaded, prefix=masks_key)
             t1 = time.monotonic()
             key = output_key(job.job_id)
             self.s3.upload_file(str(dst), spec["s3_bucket"], key, ExtraArgs={
@@ -241,7 +286,7 @@ class JobRunner:
         event = envelope(spec.get("correlation_id")) | {
             "job_id": job.job_id, "video_id": spec["video_id"], "owner_id": spec["owner_id"],
             "attempt": job.attempt, "outcome": "complete", "error_code": None, "error": None,
-            "output_bucket": spec["s3_bucket"], "output_key": key, "masks_key": None,
+            "output_bucket": spec["s3_bucket"], "output_key": key, "masks_key": masks_key,
             "frames": frames, "timings": timings,
         }
         event["event_id"] = stable_id(job.job_id, "job.completed")

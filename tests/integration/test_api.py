@@ -243,14 +243,13 @@ def test_flow_other_users_sse_download_masks_delete_across_replicas(
     audit = find_record(stack_settings, "tapmask.audit.v1", "AuditEvent", lambda k, v: v is not None and v["correlation_id"] == "rid-dl-1")
     assert (audit["user_id"], audit["action"], audit["resource_id"]) == ("alice", "download", job)
 
-    # Masks as a zip archive (the engine writes them under outputs/{job}/masks/).
+    # Masks as a zip archive (the consumer uploads them under outputs/{job}/masks/).
     s3 = s3_client(stack_settings)
-    for i in range(2):
-        s3.put_object(Bucket=stack_settings.s3_bucket, Key=f"outputs/{job}/masks/{i:06d}.png", Body=bytes([i]) * 100)
+    frames = video["metadata"]["frame_count"]
     m = httpx.get(f"{a.url}/api/v1/download/{job}/masks", headers=auth(alice))
     assert m.status_code == 200 and m.headers["content-type"] == "application/zip"
     names = zipfile.ZipFile(BytesIO(m.content)).namelist()
-    assert f"masks-{job}/000000.png" in names and f"masks-{job}/000001.png" in names
+    assert sorted(names) == [f"masks-{job}/{i:06d}.png" for i in range(frames)] + [f"masks-{job}/masks.json"]
 
     # Delete: S3 emptied, jobs tombstoned, gone on every instance, audited.
     r = httpx.delete(f"{a.url}/api/v1/video/{vid}", headers=auth(alice, **{"X-Request-Id": "rid-del-1"}))

@@ -3,6 +3,9 @@ GPU consumer → status → download, and the bad inputs along the way."""
 
 from __future__ import annotations
 
+import json
+import zipfile
+from io import BytesIO
 from pathlib import Path
 
 import av
@@ -73,6 +76,24 @@ def test_upload_click_blur_download(client: TapMaskClient, clip: Path, tmp_path:
 
     with av.open(str(out)) as c:
         assert c.streams.audio, "the audio stream was dropped"
+
+    # The per-frame masks: uploaded by the consumer, zipped by the API.
+    m = client.http.get(f"/api/v1/download/{job['jobId']}/masks")
+    assert m.status_code == 200 and m.headers["content-type"] == "application/zip", m.text[:200]
+    archive = zipfile.ZipFile(BytesIO(m.content))
+    folder = f"masks-{job['jobId']}/"
+    names = sorted(archive.namelist())
+    assert names == [f"{folder}{i:06d}.png" for i in range(75)] + [f"{folder}masks.json"]
+    doc = json.loads(archive.read(f"{folder}masks.json"))
+    assert (doc["width"], doc["height"], doc["frames"], len(doc["masks"])) == (W, H, 75, 75)
+    assert [e["frame"] for e in doc["masks"]] == list(range(75))
+    assert all({"bbox", "area", "confidence", "lost"} <= e.keys() for e in doc["masks"])
+    mask0 = cv2.imdecode(np.frombuffer(archive.read(f"{folder}000000.png"), np.uint8), cv2.IMREAD_GRAYSCALE)
+    assert mask0.shape == (H, W)
+    x0, y0 = sample_object_center(0, W, H, FPS)
+    assert mask0[int(y0) - 5:int(y0) + 6, int(x0) - 5:int(x0) + 6].mean() > 127, "frame 0's mask misses the click"
+    assert doc["masks"][0]["area"] > 0 and not doc["masks"][0]["lost"]
+    assert 0 < np.count_nonzero(mask0) < 0.25 * W * H
 
 
 def test_unknown_ids_are_404(client: TapMaskClient) -> None:

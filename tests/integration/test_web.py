@@ -91,6 +91,7 @@ def drive(scenario: str, web_url: str, clip: Path, tmp_path: Path, on_need: Any 
 def test_whole_journey_from_upload_to_download(web_url: str, clip: Path, tmp_path: Path) -> None:
     result = drive("journey", web_url, clip, tmp_path)
     assert all(c["ok"] for c in result["checks"]) and len(result["checks"]) >= 25
+    assert result["masks"] == "zip", f"the masks did not download as a zip: {result['masks']}"
     with av.open(result["downloadedVideo"]) as out:
         stream = out.streams.video[0]
         frames = sum(1 for _ in out.decode(video=0))
