@@ -19,8 +19,10 @@ S = Settings(jwt_secret="unit-test-secret-with-enough-length-000")
 
 
 def claims(**over: object) -> dict:
+    # Tokens are built when the parameters are collected, maybe minutes before the test runs
+    # (the integration tests go first): keep them valid for a day unless a case says otherwise.
     now = int(time.time())
-    return {"sub": "alice", "tier": "free", "region": "eu", "aud": S.jwt_audience, "iss": S.jwt_issuer, "iat": now, "exp": now + 60} | over
+    return {"sub": "alice", "tier": "free", "region": "eu", "aud": S.jwt_audience, "iss": S.jwt_issuer, "iat": now, "exp": now + 86400} | over
 
 
 def b64(d: dict) -> str:
