@@ -14,6 +14,8 @@ import zipfile
 from collections.abc import Iterator
 from typing import Any
 
+from tapmask.storage import list_keys
+
 CHUNK = 1 << 20
 
 
@@ -25,17 +27,7 @@ def masks_prefix(job_id: str) -> str:
 def list_masks(s3: Any, bucket: str, job_id: str, masks_key: str | None = None) -> list[str]:
     """Every object key under the job's masks prefix (or under ``masks_key`` when it is a prefix)."""
     prefix = masks_key if masks_key and masks_key.endswith("/") else masks_prefix(job_id)
-    keys: list[str] = []
-    token: str | None = None
-    while True:
-        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
-        if token:
-            kwargs["ContinuationToken"] = token
-        resp = s3.list_objects_v2(**kwargs)
-        keys += [o["Key"] for o in resp.get("Contents", []) if not o["Key"].endswith("/")]
-        if not resp.get("IsTruncated"):
-            return sorted(keys)
-        token = resp.get("NextContinuationToken")
+    return list_keys(s3, bucket, prefix)
 
 
 class _Sink:

@@ -21,6 +21,7 @@ from api.view import VIDEO_DELETED, month_of
 from producers.upload import UploadRejected, publish_uploaded, stream_multipart_to_s3
 from schemas.topics import AUDIT, JOB_STATUS, SEGMENT_REQUESTED
 from tapmask.events import envelope, now_ms
+from tapmask.storage import delete_prefix
 
 router = APIRouter()
 ID_CHARS = set("0123456789abcdef")
@@ -188,22 +189,7 @@ async def video_status(video_id: str, request: Request, user: User = Depends(cur
 
 
 def _delete_prefixes(s3: Any, bucket: str, prefixes: list[str]) -> int:
-    deleted = 0
-    for prefix in prefixes:
-        token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
-            if token:
-                kwargs["ContinuationToken"] = token
-            resp = s3.list_objects_v2(**kwargs)
-            keys = [{"Key": o["Key"]} for o in resp.get("Contents", [])]
-            if keys:
-                s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
-                deleted += len(keys)
-            if not resp.get("IsTruncated"):
-                break
-            token = resp.get("NextContinuationToken")
-    return deleted
+    return sum(delete_prefix(s3, bucket, prefix) for prefix in prefixes)
 
 
 @router.delete("/api/v1/video/{video_id}", tags=["videos"])

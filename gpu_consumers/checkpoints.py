@@ -37,6 +37,7 @@ import structlog
 
 from gpu_consumers.backends import masks_dir
 from gpu_consumers.engine.prompts import Box, Point, Prompt
+from tapmask.storage import delete_prefix
 
 log = structlog.get_logger()
 
@@ -101,13 +102,7 @@ class CheckpointStore:
 
     def delete_all(self) -> int:
         """Remove every checkpoint of the job (all fingerprints); returns how many."""
-        removed = 0
-        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=checkpoint_prefix(self.job_id)):
-            objs = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-            if objs:
-                self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": objs, "Quiet": True})
-                removed += len(objs)
-        return removed
+        return delete_prefix(self.s3, self.bucket, checkpoint_prefix(self.job_id))
 
 
 def fingerprint(spec: dict[str, Any], source_etag: str, chunk_frames: int) -> str:

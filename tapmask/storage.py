@@ -95,3 +95,22 @@ class S3RangeReader(io.RawIOBase):
         b[:n] = block[offset : offset + n]
         self._pos += n
         return n
+
+
+def list_keys(s3: Any, bucket: str, prefix: str) -> list[str]:
+    """Every object key under ``prefix`` (all pages), sorted; folder markers left out."""
+    keys: list[str] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys += [o["Key"] for o in page.get("Contents", []) if not o["Key"].endswith("/")]
+    return sorted(keys)
+
+
+def delete_prefix(s3: Any, bucket: str, prefix: str) -> int:
+    """Delete every object under ``prefix``; returns how many were deleted."""
+    deleted = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        objs = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if objs:  # one page is at most 1,000 keys: what one DeleteObjects call takes
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": objs, "Quiet": True})
+            deleted += len(objs)
+    return deleted
