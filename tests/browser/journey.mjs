@@ -224,6 +224,7 @@ async function journey(page) {
   await shot(page, "1-click");
 
   const sent = page.waitForRequest((r) => r.url().endsWith("/api/v1/segment") && r.method() === "POST");
+  const live = page.waitForRequest((r) => r.url().includes("/api/v1/events/"));
   await page.getByTestId("start").click();
   const body = (await sent).postDataJSON();
   check(body.videoId === videoId, "the job is for the uploaded video");
@@ -241,6 +242,14 @@ async function journey(page) {
     JSON.stringify(b),
   );
   check(body.mode === "blur" && body.options.blur_kernel === 51 && body.options.margin_px === 10, "mode, blur strength and margin were sent", JSON.stringify(body.options));
+
+  const sse = await live;
+  const sseHeaders = await sse.allHeaders();
+  check(
+    !sse.url().includes("token=") && (sseHeaders["authorization"] ?? "").startsWith("Bearer "),
+    "live progress is followed over SSE with the token in a header, never in the URL",
+    sse.url(),
+  );
 
   const done = await waitTerminal(page);
   result.statesSeen = done.seen;

@@ -126,7 +126,7 @@ export function describeDetail(status: number, body: unknown, fallback: string):
   return fallback || `HTTP ${status}`;
 }
 
-function authHeaders(): Record<string, string> {
+export function authHeaders(): Record<string, string> {
   const t = getToken();
   return t ? { Authorization: `Bearer ${t}` } : {};
 }
@@ -212,8 +212,8 @@ export function itemsOf<T>(answer: unknown, ...keys: string[]): T[] {
   return [];
 }
 
-/** The SSE URL of a job: EventSource cannot send headers, so the token rides in the query. */
+/** The SSE URL of a job. The page sends its token in the Authorization header (see sse.ts);
+ * `?token=` exists for third-party EventSource clients only. */
 export function eventsUrl(jobId: string): string {
-  const t = getToken();
-  return `/api/v1/events/${encodeURIComponent(jobId)}${t ? `?token=${encodeURIComponent(t)}` : ""}`;
+  return `/api/v1/events/${encodeURIComponent(jobId)}`;
 }

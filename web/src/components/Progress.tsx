@@ -1,5 +1,6 @@
 import { useEffect, useRef, useState } from "react";
-import { api, eventsUrl, TERMINAL, type JobStatus } from "../api";
+import { api, authHeaders, eventsUrl, TERMINAL, type JobStatus } from "../api";
+import { followSse } from "../sse";
 
 export const STAGES: { id: string; name: string }[] = [
   { id: "queued", name: "Queued" },
@@ -28,7 +29,7 @@ export function useJobStatus(jobId: string | null, onError: (e: unknown) => void
   useEffect(() => {
     if (!jobId) return;
     let stopped = false;
-    let es: EventSource | null = null;
+    const abort = new AbortController();
     let timer = 0;
     let last: JobStatus | null = null;
     const take = (s: JobStatus) => {
@@ -51,31 +52,34 @@ export function useJobStatus(jobId: string | null, onError: (e: unknown) => void
       setVia("poll");
       poll();
     };
-    if (typeof EventSource !== "undefined") {
-      es = new EventSource(eventsUrl(jobId));
+    if (typeof ReadableStream !== "undefined" && typeof TextDecoderStream !== "undefined") {
+      // Live progress over SSE, the token in a header (never in the URL).
       setVia("sse");
-      es.addEventListener("status", (e) => {
-        try {
-          take(JSON.parse((e as MessageEvent).data));
-        } catch {
-          /* ignore a malformed message */
-        }
-      });
-      es.addEventListener("end", () => es?.close());
-      es.addEventListener("deleted", () => {
-        es?.close();
-        setSt((s) => (s ? { ...s, state: "deleted" } : s));
-      });
-      es.onerror = () => {
-        // The stream closed or never opened: fall back to polling unless we are done.
-        es?.close();
-        const cur = last as JobStatus | null;
-        if (!cur || !TERMINAL.has(cur.state)) startPolling();
-      };
+      followSse(eventsUrl(jobId), authHeaders(), abort.signal, (m) => {
+        if (m.event === "status") {
+          try {
+            take(JSON.parse(m.data));
+          } catch {
+            /* ignore a malformed message */
+          }
+        } else if (m.event === "deleted") {
+          setSt((s) => (s ? { ...s, state: "deleted" } : s));
+          return false;
+        } else if (m.event === "end") return false;
+      })
+        .then(() => {
+          // The stream ended: fall back to polling unless the job is done.
+          const cur = last as JobStatus | null;
+          if (!stopped && (!cur || !TERMINAL.has(cur.state)) && cur?.state !== "deleted") startPolling();
+        })
+        .catch(() => {
+          const cur = last as JobStatus | null;
+          if (!stopped && (!cur || !TERMINAL.has(cur.state))) startPolling();
+        });
     } else startPolling();
     return () => {
       stopped = true;
-      es?.close();
+      abort.abort();
       window.clearTimeout(timer);
     };
   }, [jobId]);
