@@ -204,6 +204,7 @@ class JobRunner:
                 # checking its output is there (a failed job has none).
                 log.info("job.already_done", job_id=job.job_id, outcome=counts.outcome)
                 job.completed = counts.outcome != "failed"
+                self._cleanup(job)  # it may have died between its completion and its clean-up
                 return Outcome("already_done", None)
             if counts.failures >= s.consumer_retry_attempts:
                 return self._fail(job, "retries_exhausted", counts.last_error or "Processing failed repeatedly.")
@@ -245,6 +246,17 @@ class JobRunner:
         if cleanup is not None:
             cleanup(job)
 
+    def _check_source_still_there(self, spec: dict[str, Any]) -> None:
+        """The user may delete the video while its job runs: then upload nothing (the API has
+        already removed the video's objects) and fail the job with that reason."""
+        try:
+            self.s3.head_object(Bucket=spec["s3_bucket"], Key=spec["video_key"])
+        except Exception as exc:
+            if missing_object(exc):
+                raise PermanentJobError("source_missing", "The video was deleted while it was being "
+                                        "processed, so no output was kept.") from exc
+            raise
+
     # ---- one try ------------------------------------------------------------------------
     def _try(self, job: JobContext, cancelled: threading.Event) -> dict[str, Any]:
         spec = job.spec
@@ -270,6 +282,7 @@ class JobRunner:
             if cancelled.is_set():
                 raise JobCancelled("cancelled before upload")
             report("encoding", frames, frames, force=True)
+            self._check_source_still_there(spec)
             masks_key = None
             masks = masks_dir(dst)
             if masks.is_dir():

@@ -121,9 +121,17 @@ class FakeProducer:
         return [r for t, r in self.events if t == topic]
 
 
+class S3NotFound(Exception):
+    """What botocore raises for a missing key, as far as the consumer looks at it."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.response = {"Error": {"Code": "404", "Message": "Not Found"}}
+
+
 class FakeS3:
     def __init__(self, log: list, fail_uploads: int = 0) -> None:
-        self.log, self.objects, self.fail_uploads = log, {}, fail_uploads
+        self.log, self.objects, self.fail_uploads = log, {"uploads/v/source": b"video"}, fail_uploads
 
     def download_file(self, bucket: str, key: str, path: str) -> None:
         Path(path).write_bytes(b"video")
@@ -139,7 +147,7 @@ class FakeS3:
         import datetime
 
         if Key not in self.objects:
-            raise FileNotFoundError(Key)
+            raise S3NotFound(Key)
         return {"ContentLength": len(self.objects[Key]), "ETag": '"x"', "LastModified": datetime.datetime.now(datetime.UTC)}
 
 
@@ -350,3 +358,25 @@ def test_attempt_counts_through_the_ledger() -> None:
     assert ledger.start("j").crashes == 1
     job = JobContext({"job_id": "j", "attempt": 1})
     assert job.job_id == "j"
+
+
+class DeletesTheSource(NoopBackend):
+    """The user deletes the video while the engine works on it."""
+
+    def __init__(self, s3: FakeS3) -> None:
+        self.s3 = s3
+
+    def process(self, src, dst, job, progress, should_cancel):
+        del self.s3.objects["uploads/v/source"]
+        return super().process(src, dst, job, progress, should_cancel)
+
+
+def test_a_video_deleted_mid_job_leaves_no_output_and_fails_with_the_reason() -> None:
+    runner, consumer, producer, s3, log = make({0: [encoded("a")]})
+    runner.jobs.backend = DeletesTheSource(s3)
+    runner.run()
+    (failed,) = producer.of(JOB_COMPLETED)
+    assert (failed["outcome"], failed["error_code"]) == ("failed", "source_missing")
+    assert "deleted while it was being processed" in failed["error"]
+    assert not any(e[0] == "upload" for e in log) and output_key("a") not in s3.objects
+    assert consumer.committed == {0: 1}  # permanent: committed, the partition flows on
