@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -100,7 +101,11 @@ UNLIMITED_BODY_PATHS = ("/api/v1/upload",)
 class RequestId:
     """A request id per call (pure ASGI, cheap): the caller's ``X-Request-Id`` when it is
     harmless, else a new one; kept in ``request.state.request_id``, bound into every log
-    line, sent as the events' correlation id and echoed in the answer's ``x-request-id``."""
+    line, sent as the events' correlation id and echoed in the answer's ``x-request-id``.
+
+    Each call ends with one ``api.request`` log line (method, path without the query string
+    — an SSE URL may carry a token —, status, duration), so every call is traceable by its id.
+    """
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -118,14 +123,21 @@ class RequestId:
             rid = uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
         raw = rid.encode()
+        status = [500]  # what the client gets if the app dies before answering
+        started = time.perf_counter()
 
         async def send_with_id(message: Any) -> None:
             if message["type"] == "http.response.start":
+                status[0] = message["status"]
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", raw)]
             await send(message)
 
         with structlog.contextvars.bound_contextvars(request_id=rid):
-            await self.app(scope, receive, send_with_id)
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                log.info("api.request", method=scope["method"], path=scope["path"], status=status[0],
+                         ms=round((time.perf_counter() - started) * 1000, 1))
 
 
 class BodyLimit:

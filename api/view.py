@@ -5,7 +5,7 @@ A background thread reads those topics from the beginning (no consumer group: ev
 replica reads everything, so replicas answer alike), then follows them. Tansu never compacts,
 so tombstones (null values) are applied here, not left to the broker. Reads are served from
 memory. ``ready`` turns true once the thread has caught up with the end offsets that existed
-when it started.
+when it started and then drained what the broker had (see ``_follow``).
 """
 
 from __future__ import annotations
@@ -173,8 +173,10 @@ class StatusView:
                 if high > low:
                     remaining[(tp.topic, tp.partition)] = high
             consumer.assign(partitions)
-            if not remaining:
-                self._became_ready()
+            # Ready = those end offsets reached AND then a poll that drained what the broker had
+            # (fewer records than asked for). The second condition is for Tansu 0.6, whose high
+            # watermark is the base offset of a partition's last batch + 1 (measured: 5 records
+            # in batches of 3 and 2 → 4), so the end offsets alone can fall short of the end.
             while not self._stop.is_set():
                 batch = consumer.consume(num_messages=500, timeout=0.2)
                 for msg in batch:
@@ -184,8 +186,8 @@ class StatusView:
                     goal = remaining.get((msg.topic(), msg.partition()))
                     if goal is not None and msg.offset() + 1 >= goal:
                         del remaining[(msg.topic(), msg.partition())]
-                        if not remaining:
-                            self._became_ready()
+                if not remaining and not self.ready and len(batch) < 500:
+                    self._became_ready()
         finally:
             consumer.close()
 

@@ -414,3 +414,32 @@ def test_cors_allows_only_the_configured_origin(replicas: tuple[Replica, Replica
     assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == "http://web.example"
     bad = httpx.options(f"{b.url}/api/v1/segment", headers={"Origin": "http://evil.example"} | pre)
     assert "access-control-allow-origin" not in bad.headers
+
+
+def test_request_id_is_in_the_api_log_lines_and_never_the_query_string(
+    api_url: str, stack_settings: Settings, mint: Callable[..., str]
+) -> None:
+    """The stack's own API process logs one line per call with the caller's request id; an
+    odd id is replaced, and an SSE token in the query string never reaches the log."""
+    token = mint("log-reader", "pro")
+    r = httpx.get(f"{api_url}/api/v1/jobs", headers=auth(token, **{"X-Request-Id": "rid-log-check-1"}))
+    assert r.status_code == 200 and r.headers["x-request-id"] == "rid-log-check-1"
+    odd = httpx.get(f"{api_url}/api/v1/me", headers=auth(token, **{"X-Request-Id": "bad id\twith tab"}))
+    assert odd.headers["x-request-id"] != "bad id\twith tab" and len(odd.headers["x-request-id"]) == 32
+    missing = httpx.get(f"{api_url}/api/v1/events/{'0' * 32}", params={"token": token},
+                        headers={"X-Request-Id": "rid-log-check-2"})
+    assert missing.status_code == 404
+    log_file = Path(stack_settings.home) / "logs" / "api.log"
+    deadline = time.monotonic() + 10
+    lines: list[str] = []
+    while time.monotonic() < deadline:
+        lines = log_file.read_text(errors="replace").splitlines()
+        if any("rid-log-check-2" in line for line in lines):
+            break
+        time.sleep(0.2)
+    mine = [line for line in lines if "rid-log-check-1" in line]
+    assert mine and "api.request" in mine[-1] and "path=/api/v1/jobs" in mine[-1] and "status=200" in mine[-1], mine
+    assert any(odd.headers["x-request-id"] in line and "path=/api/v1/me" in line for line in lines)
+    sse = [line for line in lines if "rid-log-check-2" in line]
+    assert sse and "status=404" in sse[-1]
+    assert not any(token in line for line in lines), "a token reached the log"
