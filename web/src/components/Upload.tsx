@@ -20,6 +20,7 @@ export function Upload({
   const [sent, setSent] = useState<[number, number] | null>(null);
   const [name, setName] = useState("");
   const [error, setError] = useState("");
+  const [done, setDone] = useState(false);
 
   async function start(file: File) {
     setError("");
@@ -33,20 +34,25 @@ export function Upload({
       return;
     }
     abort.current = new AbortController();
+    setDone(false);
     setSent([0, file.size]);
     try {
       const res = await upload(file, (a, b) => setSent([a, b]), abort.current.signal);
+      // Keep the full bar with "Uploaded" (a fast upload would otherwise never show 100 %).
+      setSent([file.size, file.size]);
+      setDone(true);
       onUploaded(file, res.videoId);
     } catch (e) {
+      setSent(null);
       onError(e);
       setError(`The upload of “${file.name}” was refused: ${e instanceof ApiError ? e.message : String(e)}`);
     } finally {
-      setSent(null);
       abort.current = null;
       if (input.current) input.current.value = "";
     }
   }
 
+  const busy = sent !== null && !done;
   const pct = sent ? Math.round((100 * sent[0]) / Math.max(1, sent[1])) : 0;
   return (
     <section className="card" aria-labelledby="upload-title">
@@ -62,7 +68,7 @@ export function Upload({
           e.preventDefault();
           setOver(false);
           const f = e.dataTransfer.files?.[0];
-          if (f && !sent) start(f);
+          if (f && !busy) start(f);
         }}
         data-testid="dropzone"
       >
@@ -76,7 +82,7 @@ export function Upload({
             className="visually-hidden"
             type="file"
             accept={ACCEPT}
-            disabled={!!sent}
+            disabled={busy}
             onChange={(e) => {
               const f = e.target.files?.[0];
               if (f) start(f);
@@ -91,12 +97,16 @@ export function Upload({
       {sent ? (
         <div className="progress-row" role="status" aria-live="polite">
           <label htmlFor="upload-progress">
-            Uploading “{name}”: {pct} % ({formatBytes(sent[0])} of {formatBytes(sent[1])})
+            {done
+              ? `Uploaded “${name}” (${formatBytes(sent[1])})`
+              : `Uploading “${name}”: ${pct} % (${formatBytes(sent[0])} of ${formatBytes(sent[1])})`}
           </label>
           <progress id="upload-progress" max={100} value={pct} />
-          <button type="button" onClick={() => abort.current?.abort()}>
-            Cancel
-          </button>
+          {!done && (
+            <button type="button" onClick={() => abort.current?.abort()}>
+              Cancel
+            </button>
+          )}
         </div>
       ) : null}
       {error ? (
