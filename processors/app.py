@@ -19,14 +19,26 @@ import structlog
 
 from schemas import serde
 from schemas.topics import DLQ, load_topic_specs, schema_by_topic
+from processors import transport
 from tapmask.events import envelope
+from tapmask.logs import configure_logging
 from tapmask.settings import get_settings
 
 settings = get_settings()
+configure_logging(settings, "processors")  # structlog filters below the log level (no per-event debug lines)
 log = structlog.get_logger()
 _partitions = {t.name: t.partitions for t in load_topic_specs()}
+transport.configure(settings.kafka_fetch_max_wait_ms)
 
-app = faust.App(
+
+class App(faust.App):
+    """faust.App on the aiokafka transport with a configurable fetch wait (processors/transport.py)."""
+
+    def _new_transport(self):  # type: ignore[no-untyped-def]
+        return transport.Transport(self.conf.broker_consumer, self)
+
+
+app = App(
     settings.faust_app_id,
     broker=f"kafka://{settings.kafka_bootstrap}",
     store="memory://",  # tables rebuild from their changelog topics at start
@@ -40,6 +52,12 @@ app = faust.App(
     # Batch what agents emit (they do not wait for each ack; see ``emit``): a few ms of linger
     # turns hundreds of single-record produce requests a second into a few batched ones.
     producer_linger=0.005,
+    # aiokafka keeps one produce request in flight and puts at most one batch per partition in
+    # it; a broker such as Tansu on S3 pays per partition batch, so under load the size of a
+    # batch is the throughput: let one request carry everything that queued while the last one
+    # was in flight (Apache Kafka's default message.max.bytes is 1 MiB).
+    producer_max_batch_size=512 * 1024,
+    producer_max_request_size=8 * 1024 * 1024,
     processing_guarantee="at_least_once",
     key_serializer="raw",
     value_serializer="raw",

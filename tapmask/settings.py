@@ -75,6 +75,9 @@ class Settings(BaseSettings):
 
     # Processors (Faust).
     faust_app_id: str = "tapmask-processors"
+    # Longest a fetch of the Faust worker waits on the broker for new data; a broker may hold an
+    # empty fetch this long, so it bounds each agent hop's latency (Faust's own value: 1500).
+    kafka_fetch_max_wait_ms: int = 50
     free_jobs_per_month: int = 5  # monthly job quota of the free tier (Pro: unlimited)
 
     # Webhooks: retry delays in seconds after the first attempt (Standard Webhooks style, about
