@@ -14,7 +14,6 @@ import io
 import json
 import struct
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,6 @@ SCHEMA_DIR = Path(__file__).parent / "avro"
 RELEASED_DIR = Path(__file__).parent / "released"
 MAGIC = b"\xc3\x01"
 HEADER_SCHEMA = "tapmask-schema"
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 class SerdeError(ValueError):
@@ -40,14 +38,26 @@ class LoadedSchema:
     name: str  # short name, e.g. "JobStatus"
     parsed: Any
     fingerprint: bytes
+    # The same schema without logical types: timestamps read as the epoch-ms ints TapMask uses.
+    parsed_plain: Any = None
+
+
+def _strip_logical(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        return {k: _strip_logical(v) for k, v in schema.items() if k != "logicalType"}
+    if isinstance(schema, list):
+        return [_strip_logical(v) for v in schema]
+    return schema
 
 
 def _load(path: Path) -> LoadedSchema:
     raw = json.loads(path.read_text())
-    parsed = parse_schema(raw, _write_hint=False)
+    # Parsed once with fastavro's marker, so (de)serialising does not parse the schema again
+    # on every call (that doubled the cost of each event).
+    parsed = parse_schema(raw)
     canonical = to_parsing_canonical_form(raw)
     fp = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
-    return LoadedSchema(name=raw["name"], parsed=parsed, fingerprint=fp)
+    return LoadedSchema(name=raw["name"], parsed=parsed, fingerprint=fp, parsed_plain=parse_schema(_strip_logical(raw)))
 
 
 @lru_cache(maxsize=1)
@@ -97,22 +107,13 @@ def decode(schema_name: str, data: bytes) -> dict[str, Any]:
         raise SerdeError(f"unknown writer schema fingerprint {fp.hex()}")
     reader = current_schemas()[schema_name]
     try:
-        record = fastavro.schemaless_reader(io.BytesIO(data[10:]), writer.parsed, reader.parsed)
+        # Without logical types timestamps stay epoch-ms ints: no datetime round trip, no walk
+        # over the record. The same writer as reader reads without schema resolution.
+        record = fastavro.schemaless_reader(io.BytesIO(memoryview(data)[10:]), writer.parsed_plain,
+                                            None if writer is reader else reader.parsed_plain)
     except Exception as exc:  # fastavro raises several types for corrupt bodies
         raise SerdeError(f"cannot decode {schema_name} from {writer.name}: {exc}") from exc
-    return _epoch_millis(record)
-
-
-def _epoch_millis(value: Any) -> Any:
-    """fastavro reads timestamp-millis as datetime; TapMask code works in epoch milliseconds."""
-    if isinstance(value, datetime):
-        aware = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-        return (aware - EPOCH) // timedelta(milliseconds=1)
-    if isinstance(value, dict):
-        return {k: _epoch_millis(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_epoch_millis(v) for v in value]
-    return value
+    return record  # type: ignore[no-any-return]
 
 
 def decode_any(data: bytes) -> tuple[str, dict[str, Any]]:
