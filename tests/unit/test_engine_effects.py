@@ -100,3 +100,24 @@ def test_unsupported_modes(mode, frame, mask):
     with pytest.raises(UnsupportedMode) as info:
         apply_effect(mode, frame, mask)
     assert "blur" in str(info.value)
+
+
+def test_large_kernel_blur_matches_the_full_size_gaussian_and_hides_detail():
+    """A 99x99 kernel is computed on a downscaled crop: it must still be that Gaussian
+    (within 2 grey levels away from the frame's edges), leave a checkerboard object
+    unrecognisable, and keep every pixel beyond margin + feather bit-identical."""
+    h, w = 240, 320
+    yy, xx = np.mgrid[0:h, 0:w]
+    frame = np.where(((xx // 6) + (yy // 6)) % 2 == 0, 230, 20).astype(np.uint8)
+    frame = np.dstack([frame, 255 - frame, frame // 2]).copy()
+    mask = np.zeros((h, w), np.uint8)
+    cv2.circle(mask, (160, 120), 40, 255, -1)
+    out = apply_blur(frame, mask, kernel=99, margin_px=MARGIN, feather_px=FEATHER)
+    exact = cv2.GaussianBlur(frame.astype(np.float32), (99, 99), 0)
+    inside = mask > 0
+    assert np.abs(out[inside].astype(np.float32) - exact[inside]).max() <= 2.0
+    # Unrecognisable: the checkerboard's contrast is gone inside the mask.
+    assert out[inside].astype(np.float32).std(axis=0).max() < 3.0
+    assert frame[inside].astype(np.float32).std(axis=0).max() > 80
+    far = _distance_to_mask(mask) > MARGIN + FEATHER + 1
+    assert np.array_equal(out[far], frame[far])
