@@ -22,6 +22,12 @@ When the spec's ``options.export_masks`` is true (the default), the backend also
 per-frame masks (``MaskTrack.write_masks``: one PNG per frame + ``masks.json``) into
 ``masks_dir(dst)``, next to the output in the job's temp dir; the job runner uploads them
 under ``outputs/{job_id}/masks/`` before the completion event.
+
+The spec's ``max_output_height`` (the free tier's export cap, set by the quota agent, applied
+to the shorter side; None = the source size) is honoured: a larger source is rendered at its
+own size and scaled down as it is encoded (``EffectOptions.max_output_height``, see
+``engine.video_io.capped_size``), and the masks are exported at the *output's* size, so they
+line up with the video the user downloads.
 """
 
 from __future__ import annotations
@@ -115,9 +121,16 @@ def fingerprint(spec: dict[str, Any], source_etag: str, chunk_frames: int) -> st
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def write_masks(track: Any, folder: Path, progress: ProgressFn, should_cancel: Callable[[], bool]) -> Path:
-    """``track.write_masks(folder)`` (one PNG at a time: flat memory), reported as the
-    "encoding" stage and cancellable between frames."""
+def max_output_height(spec: dict[str, Any]) -> int | None:
+    """The job's cap on the output's shorter side (None: export at the source size)."""
+    cap = spec.get("max_output_height")
+    return int(cap) if cap else None
+
+
+def write_masks(track: Any, folder: Path, progress: ProgressFn, should_cancel: Callable[[], bool],
+                size: tuple[int, int] | None = None) -> Path:
+    """``track.write_masks(folder, size=size)`` (one PNG at a time: flat memory), reported as
+    the "encoding" stage and cancellable between frames."""
     from gpu_consumers.engine.errors import JobCancelled
 
     def on_mask(done: int, total: int) -> None:
@@ -125,7 +138,7 @@ def write_masks(track: Any, folder: Path, progress: ProgressFn, should_cancel: C
             raise JobCancelled("The job was cancelled.")
         progress("encoding", done, total)
 
-    return track.write_masks(folder, progress=on_mask)
+    return track.write_masks(folder, progress=on_mask, size=size)
 
 
 class VideoBackend:
@@ -144,7 +157,8 @@ class VideoBackend:
 
             return process_video(src, dst, prompt_of(spec), spec["mode"], margin_px=spec["options"]["margin_px"],
                                  blur_kernel=spec["options"]["blur_kernel"], progress=progress,
-                                 should_cancel=should_cancel, masks_out=masks).frames
+                                 should_cancel=should_cancel, masks_out=masks,
+                                 max_output_height=max_output_height(spec)).frames
         chunk = max(10, int(self.chunk_frames * getattr(job, "scale", 1.0)))  # smaller after out of memory
         etag = self.s3.head_object(Bucket=spec["s3_bucket"], Key=spec["video_key"]).get("ETag", "").strip('"')
         store = CheckpointStore(self.s3, spec["s3_bucket"], spec["job_id"], fingerprint(spec, etag, chunk))
@@ -168,7 +182,8 @@ class VideoBackend:
         run["track_s"] = time.monotonic() - t
 
         options = EffectOptions(mode=spec["mode"], margin_px=spec["options"]["margin_px"],
-                                blur_kernel=spec["options"]["blur_kernel"])
+                                blur_kernel=spec["options"]["blur_kernel"],
+                                max_output_height=max_output_height(spec))
         chunks = plan_chunks(len(track), chunk)
         total, done = len(track), 0
         segments: list[Path] = []
@@ -196,7 +211,7 @@ class VideoBackend:
         run["render_s"] = time.monotonic() - t
         if masks is not None:
             t = time.monotonic()
-            write_masks(track, masks, progress, should_cancel)
+            write_masks(track, masks, progress, should_cancel, size=options.output_size(info))
             run["masks_s"] = time.monotonic() - t
         if run["track_reused"] or run["segments_reused"]:
             log.info("job.resumed", job_id=spec["job_id"], track_reused=run["track_reused"],

@@ -186,17 +186,23 @@ class MaskTrack:
         return inv
 
     # -- masks out ----------------------------------------------------------------------
-    def write_masks(self, folder: str | os.PathLike[str], progress=None) -> Path:
+    def write_masks(self, folder: str | os.PathLike[str], progress=None,
+                    size: tuple[int, int] | None = None) -> Path:
         """One full-resolution PNG per frame (`000000.png`, ...) plus `masks.json`.
+
+        `size` (width, height): write the masks at that size instead of the video's coded
+        size - the output's size when the output is scaled down (free-tier cap), so the
+        masks line up with the video the user gets. bbox and area are in those pixels.
 
         masks.json: ``{"width", "height", "frames", "lost_frames", "masks": [{"frame",
         "file", "bbox": [x, y, w, h] | null, "area", "confidence", "lost"}, ...]}``.
         """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        width, height = size if size is not None else (self.width, self.height)
         entries = []
         for i in range(len(self)):
-            full = self.full_mask(i)
+            full = upsample_mask(self.small_mask(i), width, height)
             name = f"{i:06d}.png"
             cv2.imwrite(str(folder / name), full, [cv2.IMWRITE_PNG_COMPRESSION, 3])
             s = self.stats(i, full)
@@ -204,7 +210,7 @@ class MaskTrack:
                             "area": s.area, "confidence": s.confidence, "lost": s.lost})
             if progress is not None:
                 progress(i + 1, len(self))
-        doc = {"width": self.width, "height": self.height, "frames": len(self),
+        doc = {"width": width, "height": height, "frames": len(self),
                "lost_frames": self.lost_frames(), "masks": entries}
         (folder / "masks.json").write_text(json.dumps(doc, indent=1))
         return folder

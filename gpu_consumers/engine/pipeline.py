@@ -45,7 +45,7 @@ class ProcessResult:
 
     frames: int  # frames written; fewer than `probed_frames` when the input is cut short
     probed_frames: int
-    width: int
+    width: int  # the source's coded size
     height: int
     fps: Fraction
     rotation: int
@@ -55,6 +55,9 @@ class ProcessResult:
     #: Frames where the object was not found (occluded, out of view, or tracking failed).
     lost_frames: tuple[int, ...] = ()
     mean_confidence: float = 1.0
+    #: The output's coded size: the source's, or smaller under `max_output_height`.
+    output_width: int = 0
+    output_height: int = 0
 
 
 def validate_prompt(prompt: Prompt, info: VideoInfo) -> Prompt:
@@ -149,13 +152,16 @@ def process_video(
     masks_out: str | os.PathLike[str] | None = None,
     track_out: str | os.PathLike[str] | None = None,
     work_dir: str | os.PathLike[str] | None = None,
+    max_output_height: int | None = None,
 ) -> ProcessResult:
     """Hide the prompted object in every frame of `in_path`; write the result to `out_path`.
 
     `prompt` is in display coordinates (as a player shows the video). `mode` is "blur",
     "pixelate", "fill" or "erase". The tracker is `tracker`, else `masker` (a streaming
     `MaskProvider`, wrapped by `ProviderTracker`), else `ClassicTracker()`. `masks_out`: a
-    folder for one PNG per frame + masks.json; `track_out`: a file for the `MaskTrack`.
+    folder for one PNG per frame + masks.json (at the output's size); `track_out`: a file for
+    the `MaskTrack`. `max_output_height` caps the output's shorter side (the free tier's
+    export limit; `video_io.capped_size`): a larger source is scaled down after the effect.
     `should_cancel` is polled before each frame; when it returns True the partial output
     is deleted and `JobCancelled` raised. Every foreseen failure is an `EngineError`
     subclass with a readable message; on any error no output file is left behind.
@@ -182,7 +188,8 @@ def process_video(
         track.save(track_out)
 
     options = EffectOptions(mode=mode, margin_px=margin_px, feather_px=feather_px, blur_kernel=blur_kernel,
-                            crf=crf, preset=preset)
+                            crf=crf, preset=preset, max_output_height=max_output_height)
+    out_w, out_h = options.output_size(info)
     total = len(track)
     t = time.perf_counter()
     report(STAGE_PROCESSING, 0, total)
@@ -206,7 +213,7 @@ def process_video(
     report(STAGE_PROCESSING, frames, frames)
     if masks_out is not None:
         t = time.perf_counter()
-        track.write_masks(masks_out)
+        track.write_masks(masks_out, size=(out_w, out_h))
         seconds["masks"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - started
     return ProcessResult(
@@ -220,4 +227,6 @@ def process_video(
         seconds=seconds,
         lost_frames=tuple(track.lost_frames()),
         mean_confidence=round(float(track.confidence.mean()), 4) if len(track) else 0.0,
+        output_width=out_w,
+        output_height=out_h,
     )

@@ -35,7 +35,7 @@ from .effects import DEFAULT_FEATHER_PX, apply_effect, check_mode
 from .erase import ERASE_RADIUS, erase_frame, grow_mask
 from .errors import EngineError, JobCancelled
 from .masktrack import MaskTrack
-from .video_io import VideoInfo, VideoReader, VideoWriter, probe
+from .video_io import VideoInfo, VideoReader, VideoWriter, capped_size, probe
 
 #: Encoder settings of every segment. No B-frames: packets of independently encoded
 #: segments then concatenate with monotonic timestamps and no decode-order overlap.
@@ -45,7 +45,11 @@ DEFAULT_CHUNK_FRAMES = 300
 
 @dataclass(frozen=True, slots=True)
 class EffectOptions:
-    """How to hide the object: `mode` and its parameters (full-resolution pixels)."""
+    """How to hide the object: `mode` and its parameters (full-resolution pixels), and how
+    to encode: `crf`, `preset`, `max_output_height` (a cap on the output's shorter side, the
+    free tier's; None = the source size, see `video_io.capped_size`). Effects are always
+    rendered at the source size; a capped output is scaled down after them, as it is encoded.
+    """
 
     mode: str = "blur"
     margin_px: int = 8
@@ -55,6 +59,11 @@ class EffectOptions:
     fill_color_bgr: tuple[int, int, int] = (0, 0, 0)
     crf: int = 18
     preset: str = "veryfast"
+    max_output_height: int | None = None
+
+    def output_size(self, info: VideoInfo) -> tuple[int, int]:
+        """The coded (width, height) of the output for a source described by `info`."""
+        return capped_size(info.width, info.height, self.max_output_height)
 
 
 def plan_chunks(frame_count: int, chunk_frames: int = DEFAULT_CHUNK_FRAMES) -> list[tuple[int, int]]:
@@ -137,13 +146,14 @@ def render_segment(
     """Render frames ``[start, end)`` and encode them (video only) into the mp4 `out_path`.
 
     Returns the number of frames written. The segment keeps the input's pts, so segments
-    of one video can be joined by `join_segments`. `on_frame(index)` is called after each
+    of one video can be joined by `join_segments`. It is `options.output_size(info)` large
+    (frames scaled down after the effect when `options.max_output_height` caps it). `on_frame(index)` is called after each
     frame is encoded. Raises `JobCancelled` (partial file deleted) when `should_cancel`.
     """
     info = info if info is not None else probe(in_path)
     written = 0
     with VideoWriter(out_path, info, None, crf=options.crf, preset=options.preset,
-                     x264_params=SEGMENT_X264_PARAMS) as writer:
+                     x264_params=SEGMENT_X264_PARAMS, size=options.output_size(info)) as writer:
         for index, pts, image, _mask in iter_rendered(in_path, track, options, start, end, info, should_cancel):
             writer.write_frame(image, pts, index)
             written += 1

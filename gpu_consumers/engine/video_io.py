@@ -9,7 +9,9 @@ Output contract (`VideoWriter`):
 * mp4, libx264, CRF 18, preset "veryfast" by default, frame-threaded, ``+faststart`` so
   browsers can play it while it downloads;
 * the same width and height as the input (frames of a stream that changes size mid-way are
-  scaled to the first frame's size). H.264 4:2:0 cannot code odd dimensions (its
+  scaled to the first frame's size), unless an output `size` is given (the free tier's cap:
+  `capped_size`), when every frame is scaled to it (area averaging) as it is converted to
+  YUV. H.264 4:2:0 cannot code odd dimensions (its
   chroma is subsampled by two and its cropping works in 2-pixel units), so an input with an
   odd width or height is encoded as yuv444p (High 4:4:4) instead of yuv420p, keeping the
   exact size. Some browsers do not play High 4:4:4; even-sized inputs, the norm, are
@@ -189,6 +191,27 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
                      time_base=Fraction(time_base), **info)
 
 
+def capped_size(width: int, height: int, max_short_side: int | None) -> tuple[int, int]:
+    """The output size of a `width` x `height` video under a cap on its *shorter* side.
+
+    The cap is the job spec's ``max_output_height`` (the free tier's export limit, applied to
+    the shorter side so portrait video is treated alike, see ``processors/quota.py``
+    `output_cap`; the shorter side is the same in coded and display orientation). When the
+    shorter side is within the cap (or there is none) the size is unchanged. Otherwise the
+    picture is scaled down keeping its aspect ratio, the shorter side to the cap (rounded
+    down to even) and the longer side to the nearest even number, since H.264 4:2:0 needs
+    even dimensions: 160x96 capped at 64 -> 106x64, 1080x1920 capped at 720 -> 720x1280.
+    """
+    if max_short_side is None or min(width, height) <= max_short_side:
+        return width, height
+    if max_short_side < 2:
+        raise ValueError("max_short_side must be >= 2")
+    short, long_ = min(width, height), max(width, height)
+    new_short = max_short_side - max_short_side % 2
+    new_long = max(new_short, 2 * round(long_ * new_short / short / 2))
+    return (new_long, new_short) if width >= height else (new_short, new_long)
+
+
 class VideoReader:
     """Decodes one file in a single pass; iterate to get `DecodedFrame`s and audio packets.
 
@@ -333,8 +356,12 @@ class VideoWriter:
         preset: str = "veryfast",
         x264_params: str | None = None,
         video_template: av.video.stream.VideoStream | None = None,
+        size: tuple[int, int] | None = None,
     ) -> None:
+        """`size` (width, height): encode at that size, scaling every frame (default: the
+        input's size). With `video_template` the template's size is kept."""
         self.path = Path(path)
+        self.width, self.height = size if size is not None else (info.width, info.height)
         self._remux = video_template is not None
         self.info = info
         self._last_pts: int | None = None
@@ -357,13 +384,13 @@ class VideoWriter:
 
     def _setup_video(self, crf: int, preset: str, x264_params: str | None) -> None:
         info = self.info
-        even = info.width % 2 == 0 and info.height % 2 == 0
+        even = self.width % 2 == 0 and self.height % 2 == 0
         self.pix_fmt = "yuv420p" if even else "yuv444p"
         options = {"crf": str(crf), "preset": preset}
         if x264_params:
             options["x264-params"] = x264_params
         stream = self._container.add_stream("libx264", rate=info.fps, options=options)
-        stream.width, stream.height, stream.pix_fmt = info.width, info.height, self.pix_fmt
+        stream.width, stream.height, stream.pix_fmt = self.width, self.height, self.pix_fmt
         stream.time_base = info.time_base
         cc = stream.codec_context
         cc.time_base = info.time_base
@@ -395,17 +422,23 @@ class VideoWriter:
         self.audio_mode = "transcode"
 
     def write_frame(self, image: np.ndarray, pts: int | None, index: int) -> None:
-        """Encode one BGR frame, with the input frame's `pts` (in the input time base)."""
+        """Encode one BGR frame, with the input frame's `pts` (in the input time base).
+
+        A frame whose size differs from the writer's is scaled to it (area averaging)."""
         if pts is None:
             pts = round(index / (self.info.fps * self.info.time_base))
         if self._last_pts is not None and pts <= self._last_pts:
             pts = self._last_pts + 1
         self._last_pts = pts
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
+        scale = (frame.width, frame.height) != (self.width, self.height)
         frame = frame.reformat(
+            width=self.width,
+            height=self.height,
             format=self.pix_fmt,
             dst_colorspace=self.info.colorspace,
             dst_color_range=self.info.color_range,
+            interpolation="AREA" if scale else None,
         )
         frame.pts = pts
         frame.time_base = self.info.time_base
