@@ -39,7 +39,7 @@ from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition  # no
 from schemas import serde  # noqa: E402
 from schemas.topics import JOB_QUEUED, JOB_STATUS, SEGMENT_REQUESTED, VIDEO_UPLOADED, VIDEO_VALIDATED, schema_by_topic  # noqa: E402
 from tapmask.devstack import DevStack, pick_free_dev_ports  # noqa: E402
-from tapmask.events import EventProducer, envelope  # noqa: E402
+from tapmask.events import EventProducer, envelope, producer_config  # noqa: E402
 from tapmask.samples import make_sample_clip  # noqa: E402
 from tapmask.services import service_specs  # noqa: E402
 from tapmask.settings import Settings  # noqa: E402
@@ -47,7 +47,8 @@ from tapmask.storage import s3_client  # noqa: E402
 
 
 class Watcher(threading.Thread):
-    """Reads a topic from its end and records when each job id first satisfies ``pick``."""
+    """Reads a topic from its end and records when each job id first satisfies ``pick``
+    (``pick=None``: every record, by its Kafka key, without decoding it)."""
 
     def __init__(self, settings: Settings, name: str, pick: Any, key: str = "job_id") -> None:
         super().__init__(daemon=True)
@@ -67,6 +68,9 @@ class Watcher(threading.Thread):
             now = time.perf_counter()
             for m in msgs:
                 if m.error() or m.value() is None:
+                    continue
+                if self.pick is None:
+                    self.seen.setdefault(m.key().decode(), now)
                     continue
                 rec = serde.decode(schema, m.value())
                 if self.pick(rec) and rec[self.key] not in self.seen:
@@ -118,13 +122,14 @@ def run(args: argparse.Namespace) -> None:
         time.sleep(3.0)  # let the metadata table take the verdict
         validated.stop.set()
 
-        queued = Watcher(settings, JOB_QUEUED, lambda r: True)
+        queued = Watcher(settings, JOB_QUEUED, None)  # keyed by job id
         status = Watcher(settings, JOB_STATUS, lambda r: r.get("queued_at") is not None)
         for w in (queued, status):
             w.start()
             w.ready.wait(10)
-        prod = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True, "acks": "all",
-                         "linger.ms": args.linger_ms})
+        # The API's producer settings (idempotent, acks=all, linger 5 ms): the requests reach the
+        # broker batched as the API's would.
+        prod = Producer(producer_config(settings, **{"linger.ms": args.linger_ms}))
         schema = schema_by_topic()[SEGMENT_REQUESTED]
         topic = settings.topic(SEGMENT_REQUESTED)
         # all requests must be for the bench video's owner (validation checks ownership)
@@ -209,7 +214,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=200.0)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--storage", choices=("s3", "memory"), default="s3")
-    ap.add_argument("--linger-ms", type=float, default=2.0)
+    ap.add_argument("--linger-ms", type=float, default=5.0)
     ap.add_argument("--timeout", type=float, default=300.0)
     run(ap.parse_args())
 
