@@ -7,6 +7,7 @@ Public entry point: `process_video`. Pieces, one job per module:
 * `tracking` - pass 1: the `VideoTracker` interface, `ClassicTracker` (default, CPU, no
                weights), `ProviderTracker` (wraps a streaming `MaskProvider`);
 * `masktrack`- `MaskTrack`: every frame's mask + confidence + lost flag, compact, save/load;
+* `livetrack`- `LiveTrack`: final masks published while tracking runs (render alongside);
 * `render`   - pass 2: `render_segment` (frames [start, end) -> encoded segment),
                `join_segments` (+ audio), `plan_chunks`, `render_video`;
 * `erase`    - background from neighbouring frames along the camera motion + inpainting;

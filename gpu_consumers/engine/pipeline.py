@@ -9,6 +9,10 @@ also drive chunk by chunk (see `render`):
    input's audio, stage ``"processing"`` (`STAGE_PROCESSING`), whose `done` counts frames
    rendered and encoded.
 
+`process_video` runs the two at once for blur, pixelate and fill: the tracker works in a
+thread and publishes each frame's mask once it is final (`livetrack.LiveTrack`), and
+rendering follows it frame by frame; the frames are the same as rendering after tracking.
+
 Progress is reported at the start of each stage (0), at most every `PROGRESS_INTERVAL_S`,
 and at its end with ``done == total``. Frames are decoded and encoded one at a time; only
 small frames (tracking) and compact masks are kept for the whole video.
@@ -16,9 +20,11 @@ small frames (tracking) and compact masks are kept for the whole video.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +32,7 @@ from fractions import Fraction
 
 from .effects import DEFAULT_FEATHER_PX, check_mode
 from .errors import EngineError, InvalidPrompt, PromptOutOfRange
+from .livetrack import LiveTrack, LiveTrackFailed
 from .masks import MaskProvider
 from .masktrack import MaskTrack
 from .prompts import Prompt, prompt_to_coded
@@ -121,16 +128,27 @@ def track_video(
     info: VideoInfo | None = None,
     progress: ProgressFn | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    feed: LiveTrack | None = None,
 ) -> MaskTrack:
     """Pass 1: validate `prompt` (display coordinates) and track the object in every frame.
 
     `tracker` defaults to `ClassicTracker()`. Raises the `EngineError`s of `probe` and
     `validate_prompt`. The returned track can be saved (`MaskTrack.save`) and rendered later.
+    `feed`: a `LiveTrack` the tracker publishes final masks to as it goes (see `livetrack`).
     """
     info = info if info is not None else probe(in_path)
     coded = validate_prompt(prompt, info)
     tracker = tracker if tracker is not None else ClassicTracker()
-    return tracker.track(in_path, info, coded, progress=progress, should_cancel=should_cancel)
+    if feed is None or not _accepts_feed(tracker):
+        return tracker.track(in_path, info, coded, progress=progress, should_cancel=should_cancel)
+    return tracker.track(in_path, info, coded, progress=progress, should_cancel=should_cancel, feed=feed)
+
+
+def _accepts_feed(tracker: VideoTracker) -> bool:
+    """Whether `tracker.track` takes a `feed` (trackers written before it do not; their track
+    is published whole when it is done, see `LiveTrack.finish`)."""
+    params = inspect.signature(tracker.track).parameters
+    return "feed" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def process_video(
@@ -179,37 +197,92 @@ def process_video(
         tracker = ClassicTracker(camera_motion=mode == "erase")
     report = _Throttle(progress)
 
-    t = time.perf_counter()
-    report(STAGE_TRACKING, 0, info.frame_count)
-    track = track_video(in_path, prompt, tracker=tracker, info=info, progress=report, should_cancel=should_cancel)
-    report(STAGE_TRACKING, len(track), len(track))
-    seconds["track"] = time.perf_counter() - t
-    if track_out is not None:
-        track.save(track_out)
-
     options = EffectOptions(mode=mode, margin_px=margin_px, feather_px=feather_px, blur_kernel=blur_kernel,
                             crf=crf, preset=preset, max_output_height=max_output_height)
     out_w, out_h = options.output_size(info)
-    total = len(track)
-    t = time.perf_counter()
-    report(STAGE_PROCESSING, 0, total)
+    validate_prompt(prompt, info)  # before any thread starts: a bad prompt fails at once
+    # Blur, pixelate and fill render each frame from its own mask: the tracker runs in a
+    # thread and publishes final masks (`LiveTrack`) while this thread decodes, renders and
+    # encodes the frames whose masks are final. Erase needs the camera motion, estimated at
+    # the end of tracking, so it renders after it. Either way the frames are the same.
+    feed = LiveTrack(info.width, info.height) if mode != "erase" else None
+    lock = threading.Lock()
+    tracked = threading.Event()
+    stop = threading.Event()
+    box: dict[str, object] = {}
     done = [0]
 
-    def on_frame(index: int) -> None:
-        done[0] += 1
-        report(STAGE_PROCESSING, min(done[0], total - 1), total)
+    def report_locked(stage: str, d: int, total: int) -> None:
+        with lock:
+            report(stage, d, total)
 
+    def cancelled() -> bool:
+        return stop.is_set() or (should_cancel is not None and should_cancel())
+
+    def run_tracking() -> None:
+        t0 = time.perf_counter()
+        try:
+            report_locked(STAGE_TRACKING, 0, info.frame_count)
+            track = track_video(in_path, prompt, tracker=tracker, info=info, progress=report_locked,
+                                should_cancel=cancelled, feed=feed)
+            box["track"] = track
+            if feed is not None:
+                feed.finish(track)
+            report_locked(STAGE_TRACKING, len(track), len(track))
+            with lock:  # processing is reported from here on (stages never interleave)
+                tracked.set()
+                report(STAGE_PROCESSING, 0, len(track))
+                if done[0]:
+                    report(STAGE_PROCESSING, min(done[0], len(track) - 1), len(track))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            box["error"] = exc
+            if feed is not None:
+                feed.fail(exc)
+        finally:
+            seconds["track"] = time.perf_counter() - t0
+
+    def on_frame(index: int) -> None:
+        with lock:
+            done[0] += 1
+            if tracked.is_set():
+                total = len(box["track"])
+                report(STAGE_PROCESSING, min(done[0], total - 1), total)
+
+    def tracking_error() -> BaseException:
+        return box["error"]  # type: ignore[return-value]
+
+    thread = threading.Thread(target=run_tracking, name="tapmask-tracking", daemon=True)
+    t = time.perf_counter()
+    thread.start()
     try:
+        if feed is None:
+            thread.join()
+            if "error" in box:
+                raise tracking_error()
+            track_for_render = box["track"]
+        else:
+            track_for_render = feed
         with tempfile.TemporaryDirectory(prefix="tapmask-seg-", dir=work_dir) as tmp:
-            frames, audio_mode = render_video(in_path, out_path, track, options, tmp, chunk_frames=chunk_frames,
-                                              info=info, should_cancel=should_cancel, on_frame=on_frame)
-    except BaseException:
+            frames, audio_mode = render_video(in_path, out_path, track_for_render, options, tmp,
+                                              chunk_frames=chunk_frames, info=info,
+                                              should_cancel=should_cancel, on_frame=on_frame)
+        thread.join()
+        if "error" in box:
+            raise tracking_error()
+    except BaseException as exc:
+        stop.set()
+        thread.join()
         try:
             os.unlink(out_path)
         except FileNotFoundError:
             pass
+        if isinstance(exc, LiveTrackFailed) and "error" in box:
+            raise tracking_error() from None
         raise
-    seconds["render"] = time.perf_counter() - t
+    track = box["track"]
+    if track_out is not None:
+        track.save(track_out)
+    seconds["render"] = time.perf_counter() - t  # tracking included when they overlap
     report(STAGE_PROCESSING, frames, frames)
     if masks_out is not None:
         t = time.perf_counter()

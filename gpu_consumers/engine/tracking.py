@@ -43,6 +43,7 @@ import numpy as np
 
 from .errors import EmptyVideo, EngineError, InvalidPrompt, JobCancelled
 from .masks import MaskProvider
+from .livetrack import LiveTrack
 from .masktrack import MaskTrack, encode_mask
 from .prompts import Prompt
 from .video_io import VideoInfo, VideoReader
@@ -63,11 +64,14 @@ class VideoTracker(ABC):
         *,
         progress: ProgressFn | None = None,
         should_cancel: Callable[[], bool] | None = None,
+        feed: LiveTrack | None = None,
     ) -> MaskTrack:
         """Masks for every frame of `in_path`. `prompt` is validated, in coded coordinates.
 
         `progress(STAGE_TRACKING, done, total)` may be called; `should_cancel()` polled,
-        raising `JobCancelled` when it returns True.
+        raising `JobCancelled` when it returns True. `feed`: a `LiveTrack` to publish final
+        masks to while tracking runs (`start`, then `publish` of growing prefixes); an
+        implementation that cannot ignores it and `process_video` waits for the track.
         """
 
 
@@ -80,7 +84,7 @@ class ProviderTracker(VideoTracker):
     def __init__(self, provider: MaskProvider) -> None:
         self.provider = provider
 
-    def track(self, in_path, info, prompt, *, progress=None, should_cancel=None) -> MaskTrack:
+    def track(self, in_path, info, prompt, *, progress=None, should_cancel=None, feed=None) -> MaskTrack:
         pngs, conf, lost, pts = [], [], [], []
         self.provider.prepare(info, prompt)
         try:
@@ -376,7 +380,7 @@ class ClassicTracker(VideoTracker):
         return img
 
     # -- the main entry point ---------------------------------------------------------------
-    def track(self, in_path, info, prompt, *, progress=None, should_cancel=None) -> MaskTrack:
+    def track(self, in_path, info, prompt, *, progress=None, should_cancel=None, feed=None) -> MaskTrack:
         sw, sh = self._small_size(info)
         sx, sy = sw / info.width, sh / info.height
         self._jpeg: list[bytes] = []
@@ -400,6 +404,8 @@ class ClassicTracker(VideoTracker):
         if n == 0:
             raise EmptyVideo(f"No frame of {info.path.name!r} could be decoded.")
         total = n
+        if feed is not None:
+            feed.start(pts)
 
         k = min(prompt.frame, n - 1)
         pos = [(p.x * sx, p.y * sy) for p in prompt.positive_points if p.frame == k]
@@ -425,12 +431,32 @@ class ClassicTracker(VideoTracker):
         self._init_models(img_k, obj)
         state0 = self._new_state(img_k, obj)
         done = [1]
+        # Final masks for `feed`: after the forward and backward passes a frame's mask no
+        # longer changes unless the frame is lost (the re-emergence passes below only
+        # rewrite lost frames), so the prefix of frames passed and not lost is final.
+        passed = np.zeros(n, bool)
+        passed[k] = True
+        final = [0]
 
-        def tick() -> None:
+        def publish() -> None:
+            r = final[0]
+            while r < n and passed[r] and not lost[r]:
+                r += 1
+            if r > final[0]:
+                final[0] = r
+                feed.publish(r, masks)
+
+        def tick(i: int) -> None:
             done[0] += 1
             _check_cancel(should_cancel, done[0], n)
             if progress is not None and done[0] % 10 == 0:
                 progress(STAGE_TRACKING, n + done[0], 3 * n)
+            if feed is not None and not passed[i]:
+                passed[i] = True
+                publish()
+
+        if feed is not None:
+            publish()
 
         # Forward then backward from the prompted frame.
         for direction in (1, -1):
@@ -444,6 +470,8 @@ class ClassicTracker(VideoTracker):
                     # i is found right after (in `direction`) a lost run: go back into it.
                     st = self._new_state(self._load(i), masks[i])
                     self._run(i, -direction, st, masks, conf, lost, n, tick, overwrite=False)
+        if feed is not None:
+            feed.publish(n, masks)  # every mask is final now
 
         if self.camera_motion:
             motion = self._camera_motion(masks, n, info, tick)
@@ -523,7 +551,7 @@ class ClassicTracker(VideoTracker):
                 masks[i] = vis if masks[i] is None else masks[i] | vis
                 if st.lost_for >= self.COVER_AFTER_LOSS:
                     break
-            tick()
+            tick(i)
             prev_img = img
             i += direction
 

@@ -226,3 +226,46 @@ def test_same_input_and_output_path_is_refused(clip):
     with pytest.raises(EngineError, match="must not be the input"):
         process_video(clip, clip, Prompt([Point(10, 10)]), "blur")
     assert probe(clip).frame_count == 50
+
+
+def test_rendering_from_the_live_track_gives_the_same_frames_as_after_tracking(tmp_path):
+    """process_video renders while the tracker runs (LiveTrack): every frame must be the one
+    the two passes give, including frames where the object is lost (published last)."""
+    import threading
+
+    from gpu_consumers.engine import ClassicTracker
+    from gpu_consumers.engine.livetrack import LiveTrack
+    from gpu_consumers.engine.render import EffectOptions, iter_rendered
+    from tapmask.synthetic import make_gt_clip
+
+    clip = make_gt_clip(tmp_path / "occ.mp4", "occlusion", 160, 96, 40)
+    info = probe(clip.path)
+    x, y, f = clip.click
+    feed = LiveTrack(info.width, info.height)
+    box = {}
+    thread = threading.Thread(target=lambda: box.update(track=ClassicTracker(camera_motion=False).track(
+        clip.path, info, Prompt([Point(x, y, f)]), feed=feed)))
+    thread.start()
+    live = [img for _, _, img, _ in iter_rendered(clip.path, feed, EffectOptions(), 0, 40, info)]
+    thread.join()
+    track = box["track"]
+    assert track.lost_frames(), "the clip must have lost frames (published only at the end)"
+    after = [img for _, _, img, _ in iter_rendered(clip.path, track, EffectOptions(), 0, 40, info)]
+    assert len(live) == len(after) == 40
+    assert all(np.array_equal(a, b) for a, b in zip(live, after))
+
+
+def test_a_tracker_failure_while_rendering_is_raised_and_leaves_no_output(tmp_path):
+    from gpu_consumers.engine import ClassicTracker
+
+    class Failing(ClassicTracker):
+        def track(self, *args, feed=None, **kwargs):
+            feed.start([None] * 10)
+            raise EngineError("tracker broke")
+
+    clip = make_sample_clip(tmp_path / "in.mp4", seconds=0.4, width=160, height=96, audio=False)
+    out = tmp_path / "out.mp4"
+    x, y = sample_object_center(0, 160, 96, FPS)
+    with pytest.raises(EngineError, match="tracker broke"):
+        process_video(clip, out, Prompt([Point(x, y)]), "blur", tracker=Failing())
+    assert not out.exists()

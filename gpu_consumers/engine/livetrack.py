@@ -1,0 +1,106 @@
+"""`LiveTrack`: the masks of a tracking pass while it runs, so rendering can start before it ends.
+
+A tracker that accepts a ``feed`` (`ClassicTracker`, `ProviderTracker`) calls `start` once it
+knows the frames (count, pts, mask size), then `publish` whenever a longer prefix of frames
+has *final* masks - masks that nothing later in the pass will change - and `finish` (or
+`fail`). The renderer reads it like a `MaskTrack` (`len`, `pts`, `full_mask`, `width`,
+`height`): each call blocks until what it asks for is known. `full_mask(i)` is computed
+exactly as `MaskTrack.full_mask` computes it from the finished track, so a frame rendered
+from the live track is bit-identical to one rendered after tracking
+(tests/unit/test_engine_pipeline.py checks it).
+
+`process_video` uses it to run the tracker in a thread and render (decode, effect, encode)
+in the caller's thread at the same time (blur, pixelate and fill; erase needs the camera
+motion, which is estimated at the end of tracking).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from .masktrack import upsample_mask
+
+
+class LiveTrackFailed(RuntimeError):
+    """The tracker stopped before publishing what was asked (its error is raised elsewhere)."""
+
+
+class LiveTrack:
+    """Final masks published by a running tracker (see the module docstring)."""
+
+    def __init__(self, width: int, height: int) -> None:
+        self.width, self.height = int(width), int(height)
+        self._cond = threading.Condition()
+        self._count: int | None = None
+        self._pts: list[int | None] = []
+        self._small: list[np.ndarray | None] = []
+        self._ready = 0
+        self._failed: BaseException | None = None
+
+    # -- tracker side ---------------------------------------------------------------------
+    def start(self, pts: list[int | None]) -> None:
+        """The pass has decoded its frames: their count and pts."""
+        with self._cond:
+            self._count = len(pts)
+            self._pts = list(pts)
+            self._small = [None] * len(pts)
+            self._cond.notify_all()
+
+    def publish(self, upto: int, masks: list) -> None:
+        """Frames ``[0, upto)`` have final masks; `masks[i]` is frame i's tracking-resolution
+        mask (bool, or uint8 0/255). Only frames not published before are read."""
+        with self._cond:
+            for i in range(self._ready, upto):
+                m = masks[i]
+                self._small[i] = np.where(m > 0, 255, 0).astype(np.uint8)
+            self._ready = max(self._ready, upto)
+            self._cond.notify_all()
+
+    def finish(self, track) -> None:
+        """The pass returned `track` (a `MaskTrack`): publish whatever is not yet (all of it
+        for a tracker that ignored the feed)."""
+        with self._cond:
+            if self._count is None:
+                self._count, self._pts, self._small = len(track), list(track.pts), [None] * len(track)
+        self.publish(len(track), _SmallMasks(track))
+
+    def fail(self, exc: BaseException) -> None:
+        """The pass ended with `exc`: wake every reader (they raise `LiveTrackFailed`)."""
+        with self._cond:
+            self._failed = exc
+            self._cond.notify_all()
+
+    # -- renderer side --------------------------------------------------------------------
+    def _wait(self, ok) -> None:
+        with self._cond:
+            while not ok():
+                if self._failed is not None:
+                    raise LiveTrackFailed("tracking stopped") from self._failed
+                self._cond.wait()
+
+    def __len__(self) -> int:
+        self._wait(lambda: self._count is not None)
+        return int(self._count)
+
+    @property
+    def pts(self) -> list[int | None]:
+        """Every frame's pts (as the tracking pass decoded them)."""
+        self._wait(lambda: self._count is not None)
+        return self._pts
+
+    def full_mask(self, index: int) -> np.ndarray:
+        """Mask of frame `index` at the video's coded size, once it is final (blocks)."""
+        self._wait(lambda: self._ready > index)
+        return upsample_mask(self._small[index], self.width, self.height)
+
+
+class _SmallMasks:
+    """`track.small_mask(i)` by index (decoded only for the frames read)."""
+
+    def __init__(self, track) -> None:
+        self.track = track
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.track.small_mask(index)
