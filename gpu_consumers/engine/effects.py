@@ -60,12 +60,22 @@ def soft_alpha(mask: np.ndarray, margin_px: int, feather_px: int) -> tuple[np.nd
 
 
 def _composite(frame: np.ndarray, region: _Region, alpha: np.ndarray, effect: np.ndarray) -> np.ndarray:
-    """Blend `effect` over `frame[region]` with weight `alpha`; a new frame, rest untouched."""
+    """Blend `effect` over `frame[region]` with weight `alpha`; a new frame, rest untouched.
+
+    ``src + (effect - src) * alpha`` in float32, rounded: where alpha is 0 that is `src`
+    exactly (bit-identical), where it is 1 `effect` exactly.
+    """
     out = frame.copy()
-    src = frame[region]
-    a = alpha[..., None] if src.ndim == 3 else alpha
-    blended = np.rint(src.astype(np.float32) * (1.0 - a) + effect.astype(np.float32) * a)
-    out[region] = np.where(a > 0, blended, src).astype(frame.dtype)
+    src = frame[region].astype(np.float32)
+    diff = effect.astype(np.float32)
+    cv2.subtract(diff, src, dst=diff)
+    if diff.ndim == 3:
+        a = cv2.merge([alpha] * diff.shape[2]) if diff.shape[2] > 1 else alpha[..., None]
+    else:
+        a = alpha
+    cv2.multiply(diff, a, dst=diff)
+    cv2.add(diff, src, dst=diff)
+    out[region] = np.rint(diff).astype(frame.dtype)
     return out
 
 

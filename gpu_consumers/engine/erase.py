@@ -79,11 +79,13 @@ def erase_frame(
         src, src_mask = window[j][:2]
         grown = window[j][2] if len(window[j]) > 2 else grow_mask(src_mask, grow)
         m = shift @ track.motion_between(j, i)
-        warped = cv2.warpPerspective(src, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        # The (cheap, one-channel) visibility first: the picture is warped only when this
+        # neighbour has something to give.
         blocked = cv2.warpPerspective(grown, m, (w, h), flags=cv2.INTER_NEAREST,
                                       borderMode=cv2.BORDER_CONSTANT, borderValue=255) > 0
         take = need & ~have & ~blocked
         if take.any():
+            warped = cv2.warpPerspective(src, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
             fill[take] = warped[take]
             have |= take
             if not (need & ~have).any():

@@ -907,7 +907,7 @@ class ClassicTracker(VideoTracker):
         motion = [np.eye(3)]
         prev = cv2.cvtColor(self._load(0), cv2.COLOR_BGR2GRAY)
         h, w = prev.shape
-        gy, gx = np.mgrid[4:h - 4:8, 4:w - 4:8]
+        gy, gx = np.mgrid[4:h - 4:12, 4:w - 4:12]  # ~350 points at 320x180: plenty for 8 parameters
         grid = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9))
         for i in range(1, n):
