@@ -289,9 +289,25 @@ def test_stop_mid_job_reports_interrupted_never_commits_and_leaves(reason: str) 
     assert log[-1] == ("close",)
 
 
+class RevokedMidJob(SleepBackend):
+    """The first try asks the fake consumer to revoke the partition on its next poll, i.e.
+    while this job runs (no timing guess); later tries just run."""
+
+    def __init__(self) -> None:
+        super().__init__(5.0)
+        self.consumer: FakeConsumer | None = None
+
+    def process(self, src, dst, job, progress, should_cancel):
+        if self.consumer is not None:
+            self.consumer.revoke_at, self.consumer = time.monotonic(), None
+            return super().process(src, dst, job, progress, should_cancel)  # cancelled by the revoke
+        return NoopBackend().process(src, dst, job, progress, should_cancel)
+
+
 def test_revoked_partition_cancels_without_commit_then_the_job_runs_again() -> None:
-    runner, consumer, producer, _s3, _log = make({0: [encoded("a")]}, backend=SleepBackend(0.5))
-    consumer.revoke_at = time.monotonic() + 0.5  # mid-job (first poll assigns, then the job starts)
+    backend = RevokedMidJob()
+    runner, consumer, producer, _s3, _log = make({0: [encoded("a")]}, backend=backend)
+    backend.consumer = consumer
     runner.run()
     states = [(p["attempt"], p["state"]) for p in producer.of(JOB_PROGRESS)]
     assert (1, "interrupted") in states
