@@ -38,9 +38,11 @@ export function Upload({
     setSent([0, file.size]);
     try {
       const res = await upload(file, (a, b) => setSent([a, b]), abort.current.signal);
-      // Keep the full bar with "Uploaded" (a fast upload would otherwise never show 100 %).
+      // Show the full bar with "Uploaded" for a moment before the page moves on to the
+      // player (a fast upload would otherwise never show 100 %).
       setSent([file.size, file.size]);
       setDone(true);
+      await new Promise((resolve) => window.setTimeout(resolve, 400));
       onUploaded(file, res.videoId);
     } catch (e) {
       setSent(null);
