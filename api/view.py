@@ -11,15 +11,12 @@ when it started and then drained what the broker had (see ``_follow``).
 from __future__ import annotations
 
 import gc
-import io
-import json
 import threading
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-import fastavro
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from schemas import serde
@@ -31,35 +28,6 @@ VIEW_TOPICS = (JOB_STATUS, VIDEO_UPLOADED, VIDEO_VALIDATED, VIDEO_DELETED)
 OPTIONAL_TOPICS = (VIDEO_DELETED,)
 # Jobs that failed before the quota agent counted them do not use quota.
 NOT_COUNTED = frozenset({"quota_exceeded", "invalid_request"})
-
-
-def _strip_logical(schema: Any) -> Any:
-    """A schema with logical types removed, so timestamps decode as plain epoch-ms ints."""
-    if isinstance(schema, dict):
-        return {k: _strip_logical(v) for k, v in schema.items() if k != "logicalType"}
-    if isinstance(schema, list):
-        return [_strip_logical(v) for v in schema]
-    return schema
-
-
-class FastDecoder:
-    """Decodes one schema's events quickly: when the writer is the current schema (the usual
-    case) fastavro reads without schema resolution and without datetime conversion; any other
-    writer (an older released version) goes through ``serde.decode``."""
-
-    def __init__(self, name: str) -> None:
-        current = serde.current_schemas()[name]
-        raw = json.loads((serde.SCHEMA_DIR / f"{name}.avsc").read_text())
-        self.name, self.fp = name, current.fingerprint
-        self.parsed = fastavro.parse_schema(_strip_logical(raw), _write_hint=False)
-
-    def __call__(self, data: bytes) -> dict[str, Any]:
-        if data[2:10] == self.fp and data[:2] == serde.MAGIC:
-            try:
-                return fastavro.schemaless_reader(io.BytesIO(memoryview(data)[10:]), self.parsed, None)  # type: ignore[no-any-return]
-            except Exception as exc:  # noqa: BLE001
-                raise serde.SerdeError(f"cannot decode {self.name}: {exc}") from exc
-        return serde.decode(self.name, data)
 
 
 def month_of(epoch_ms: int) -> str:
@@ -117,7 +85,6 @@ class StatusView:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._decode_status = FastDecoder("JobStatus")
 
     # ---- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -210,7 +177,7 @@ class StatusView:
                     if value is None:  # tombstone: the job was deleted
                         self._forget_job(job_id)
                     else:
-                        self._apply_snapshot(self._decode_status(value))
+                        self._apply_snapshot(serde.decode("JobStatus", value))
                 elif topic == VIDEO_UPLOADED and value is not None:
                     self._apply_uploaded(serde.decode(schema_by_topic()[VIDEO_UPLOADED], value))
                 elif topic == VIDEO_VALIDATED and value is not None:

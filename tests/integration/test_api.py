@@ -195,6 +195,7 @@ def test_flow_other_users_sse_download_masks_delete_across_replicas(
     vid = up.json()["videoId"]
     assert up.headers["x-request-id"] == "rid-upload-1"
     video = wait_valid(b.url, alice, vid)  # replica b learns of it from Kafka
+    wait_valid(a.url, alice, vid)  # each replica follows the topics at its own pace (else 409 + Retry-After)
     assert video["filename"] == "passwd.mp4" and video["sha256"] == up.json()["sha256"]
     assert {k for k in upload_keys(stack_settings) if vid in k} == {f"uploads/{vid}/source"}
 
