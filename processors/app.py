@@ -28,7 +28,6 @@ settings = get_settings()
 configure_logging(settings, "processors")  # structlog filters below the log level (no per-event debug lines)
 log = structlog.get_logger()
 _partitions = {t.name: t.partitions for t in load_topic_specs()}
-transport.configure(settings.kafka_fetch_max_wait_ms)
 
 
 class App(faust.App):

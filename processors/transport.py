@@ -15,14 +15,14 @@ from typing import Any
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-FETCH_MAX_WAIT_MS = 1500  # replaced from settings by ``configure``
+from tapmask.settings import get_settings
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         # aiokafka reads this when it builds its fetcher in start(), which comes next.
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        consumer._fetch_max_wait_ms = get_settings().kafka_fetch_max_wait_ms
         return consumer
 
 
@@ -32,12 +32,7 @@ class _Consumer(faust_aiokafka.Consumer):
 
 
 class Transport(faust_aiokafka.Transport):
-    """The aiokafka transport whose worker consumer uses ``FETCH_MAX_WAIT_MS``."""
+    """The aiokafka transport whose worker consumer waits ``TAPMASK_KAFKA_FETCH_MAX_WAIT_MS``."""
 
     Consumer = _Consumer
 
-
-def configure(fetch_max_wait_ms: int) -> None:
-    """Set the worker consumer's fetch wait (call before the app starts)."""
-    global FETCH_MAX_WAIT_MS
-    FETCH_MAX_WAIT_MS = int(fetch_max_wait_ms)
