@@ -278,36 +278,33 @@ def process_video(
     # own pool only adds CPU on the small regions the engine works on (measured at 640x360:
     # blur took 1.24 instead of 1.59 CPU-seconds for the same wall time); erase, which
     # renders after tracking, keeps it (its warps gain from it).
-    threads = _opencv_threads(1 if mode != "erase" else None)
     thread.start()
-    threads.__enter__()
-    try:
-        if feed is None:
+    with _opencv_threads(1 if mode != "erase" else None):
+        try:
+            if feed is None:
+                thread.join()
+                if "error" in box:
+                    raise tracking_error()
+                track_for_render = box["track"]
+            else:
+                track_for_render = feed
+            with tempfile.TemporaryDirectory(prefix="tapmask-seg-", dir=work_dir) as tmp:
+                frames, audio_mode = render_video(in_path, out_path, track_for_render, options, tmp,
+                                                  chunk_frames=chunk_frames, info=info,
+                                                  should_cancel=should_cancel, on_frame=on_frame)
             thread.join()
             if "error" in box:
                 raise tracking_error()
-            track_for_render = box["track"]
-        else:
-            track_for_render = feed
-        with tempfile.TemporaryDirectory(prefix="tapmask-seg-", dir=work_dir) as tmp:
-            frames, audio_mode = render_video(in_path, out_path, track_for_render, options, tmp,
-                                              chunk_frames=chunk_frames, info=info,
-                                              should_cancel=should_cancel, on_frame=on_frame)
-        thread.join()
-        if "error" in box:
-            raise tracking_error()
-    except BaseException as exc:
-        stop.set()
-        thread.join()
-        try:
-            os.unlink(out_path)
-        except FileNotFoundError:
-            pass
-        if isinstance(exc, LiveTrackFailed) and "error" in box:
-            raise tracking_error() from None
-        raise
-    finally:
-        threads.__exit__(None, None, None)
+        except BaseException as exc:
+            stop.set()
+            thread.join()
+            try:
+                os.unlink(out_path)
+            except FileNotFoundError:
+                pass
+            if isinstance(exc, LiveTrackFailed) and "error" in box:
+                raise tracking_error() from None
+            raise
     track = box["track"]
     if track_out is not None:
         track.save(track_out)
