@@ -4,12 +4,43 @@ Topics are read and written as raw bytes and (de)serialised with ``schemas.serde
 code the other services use. Delivery is at least once (Faust's exactly_once has open bugs,
 DESIGN.md); every agent is idempotent. Faust's own topics (table changelogs) are created by
 Faust; ours come from infra/topics.toml and are never re-declared here.
+
+Failures never hold a partition (retries: 2 s, x2, 3 attempts in all; ``processors.retry``).
+Each agent declares at import what it does with a topic's events, ``handler(service, topic,
+run, on_give_up)``, and runs every event through ``guarded``:
+
+* an undecodable event goes straight to ``tapmask.dlq.v1``;
+* when ``run`` raises, the event is *parked*: a ``RetryEvent`` on ``tapmask.retry.v1`` (the
+  original topic, partition, offset, key and bytes, the error, the attempt to make and its
+  not-before time) is produced without waiting for the ack, and the agent goes on with the
+  next event of the partition at once. Faust flushes the producer before it commits the
+  original offset, so the parked copy exists before the original is given up (at least once).
+* ``run_retries``, an agent of the same app, reads the retry topic. The handler is found by
+  (service, original topic) in the registry, so a retried event runs exactly the code its
+  first attempt ran (segment.requested, for one, has two: validation's and status's). A due
+  event runs at once; one that is not yet due gets an asyncio timer task and the agent reads
+  on, so the retry topic never waits in line either; there is no ordering among retries
+  (handlers are idempotent and the status fold is order-independent, so a late re-run is
+  safe). A failed retry parks the event again with the next attempt, until the third
+  failure: then the event goes to the dead-letter topic with the reason and the handler's
+  ``on_give_up`` runs (e.g. the job fails with a reason a person can read).
+* A retry record is acked by hand when its attempt is over, and Faust commits a partition's
+  offsets only up to the first unacked one: a worker that dies with parked events leaves
+  them to be read again. At a rebalance Faust waits for unacked events, i.e. at most the
+  4 s backoff.
+* Retry records keep their event's partition number (the inputs an agent retries have the
+  retry topic's 8 partitions): Faust shards a table by the partition of the event being
+  processed, and the timer task inherits that retry event as Faust's current event, so a
+  retried handler writes its tables to the changelog partition the first attempt would have.
+* A retried handler can run while the agent processes later events of the same key, so a
+  handler never awaits between reading a table entry and writing it back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import dataclass
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
 from typing import Any
@@ -18,9 +49,9 @@ import faust
 import structlog
 
 from schemas import serde
-from schemas.topics import DLQ, load_topic_specs, schema_by_topic
-from processors import transport
-from tapmask.events import envelope
+from schemas.topics import DLQ, RETRY, load_topic_specs, schema_by_topic
+from processors import retry, transport
+from tapmask.events import envelope, now_ms
 from tapmask.logs import configure_logging
 from tapmask.settings import get_settings
 
@@ -87,9 +118,11 @@ def decode(name: str, value: bytes) -> dict[str, Any]:
     return serde.decode(schema_by_topic()[name], value)
 
 
-async def emit(name: str, key: str, record: dict[str, Any] | None, wait: bool = True) -> None:
+async def emit(name: str, key: str, record: dict[str, Any] | None, wait: bool = True,
+               partition: int | None = None) -> None:
     """Produce an event; with ``wait`` (default) return once the broker acknowledged it.
 
+    ``partition`` overrides the partitioner (the retry topic keeps an event's partition).
     ``wait=False`` is for the hot path of agents: the record is buffered and this returns at
     once. That keeps at-least-once, because Faust flushes its producer (every buffered record
     acknowledged) before it commits the offsets of the events that caused them; a record the
@@ -97,7 +130,8 @@ async def emit(name: str, key: str, record: dict[str, Any] | None, wait: bool = 
     """
     schema = schema_by_topic()[name]
     value = None if record is None else serde.encode(schema, record)
-    fut = await topic(name).send(key=key.encode(), value=value, headers={serde.HEADER_SCHEMA: schema.encode()})
+    fut = await topic(name).send(key=key.encode(), value=value, partition=partition,
+                                 headers={serde.HEADER_SCHEMA: schema.encode()})
     if wait:
         await fut  # resolves once the broker acknowledged the record
     else:
@@ -114,53 +148,166 @@ def stable_id(*parts: str) -> str:
     return uuid.uuid5(uuid.NAMESPACE_URL, "tapmask:" + ":".join(parts)).hex
 
 
-RETRY_DELAYS_S = (2.0, 4.0)  # DESIGN: 2 s, x2, 3 attempts in all
+GiveUpHook = Callable[[dict[str, Any], str], Awaitable[None]]
 
 
-GiveUp = Callable[[dict[str, Any], str], Awaitable[None]]
+@dataclass(frozen=True)
+class Handler:
+    """What ``service`` does with each event of ``topic_name``: ``run`` (idempotent), and what
+    ``on_give_up(record, reason)`` tells the user when every attempt failed."""
+
+    service: str
+    topic_name: str  # logical name (schemas.topics)
+    run: Callable[[dict[str, Any]], Awaitable[None]]
+    on_give_up: GiveUpHook | None = None
 
 
-async def guarded(service: str, event: Any, topic_name: str, handler: Callable[[dict[str, Any]], Awaitable[None]],
-                  on_give_up: GiveUp | None = None) -> None:
-    """Decode ``event`` and run ``handler`` on it so that nothing blocks the partition for long.
+# (service, real topic name) -> handler: how the retry agent finds the handler of a parked event.
+_HANDLERS: dict[tuple[str, str], Handler] = {}
 
-    An undecodable event goes straight to the dead-letter topic. Any other failure is retried
-    with exponential backoff (2 s, 4 s); the third failure dead-letters the event, with the
-    reason, then ``on_give_up(record, reason)`` tells the user (e.g. fails the job with a
-    readable reason), and the agent moves on. Handlers are idempotent, so a retry is safe.
-    The partition waits at most 6 s for one poison event.
+
+def handler(service: str, topic_name: str, run: Callable[[dict[str, Any]], Awaitable[None]],
+            on_give_up: GiveUpHook | None = None) -> Handler:
+    """Declare (at import, so a fresh worker can retry events parked by another) the handler
+    that ``service`` runs on ``topic_name``'s events, first time and retries alike."""
+    h = Handler(service, topic_name, run, on_give_up)
+    slot = (service, settings.topic(topic_name))
+    if slot in _HANDLERS:
+        raise ValueError(f"{service} already has a handler for {topic_name}")
+    _HANDLERS[slot] = h
+    return h
+
+
+@dataclass(frozen=True)
+class _Origin:
+    """Where a consumed event came from (what the retry and dead-letter records carry)."""
+
+    topic: str  # real topic name
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+async def guarded(h: Handler, event: Any) -> None:
+    """Decode ``event`` and run ``h`` on it; a failure never holds the partition.
+
+    An undecodable event goes straight to the dead-letter topic. A failing handler parks the
+    event on the retry topic (attempt 2, due 2 s later) and returns at once: the partition
+    moves on, and the retry agent runs the same handler when the event is due.
     """
     msg = event.message
+    origin = _Origin(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
     try:
-        record = decode(topic_name, event.value)
+        record = decode(h.topic_name, msg.value)
     except serde.SerdeError as exc:
-        await dead_letter(service, msg, f"undecodable event: {exc}", attempts=1)
+        await _dead_letter_origin(h.service, origin, f"undecodable event: {exc}", attempts=1)
         return
-    for attempt in range(len(RETRY_DELAYS_S) + 1):
+    try:
+        await h.run(record)
+    except Exception as exc:  # noqa: BLE001 - every failure is retried, then dead-lettered
+        await _failed(h, origin, record, 1, exc)
+
+
+async def _failed(h: Handler, origin: _Origin, record: dict[str, Any], attempt: int, exc: Exception) -> None:
+    """Attempt ``attempt`` of ``h`` on this event raised ``exc``: park it for the next attempt,
+    or, when none is left, dead-letter it and run ``on_give_up``."""
+    reason = f"{type(exc).__name__}: {exc}"
+    now = now_ms()
+    step = retry.after_failure(attempt, now)
+    if isinstance(step, retry.Retry):
+        log.warning("agent.retry_parked", service=h.service, topic=origin.topic, partition=origin.partition,
+                    offset=origin.offset, failed_attempt=attempt, error=reason[:500])
+        key = origin.key.decode("utf-8", "replace") if isinstance(origin.key, bytes) else str(origin.key or "")
+        await emit(RETRY, key, envelope(record.get("correlation_id")) | {
+            "event_id": stable_id("retry", origin.topic, str(origin.partition), str(origin.offset), str(step.attempt)),
+            "service": h.service, "original_topic": origin.topic, "original_partition": origin.partition,
+            "original_offset": origin.offset, "original_key": origin.key, "original_value": origin.value,
+            "occurred_at": now, "error": reason[:2000], "attempt": step.attempt, "not_before": step.not_before_ms,
+        }, wait=False, partition=retry.retry_partition(origin.partition, _partitions[RETRY]))
+        return
+    log.error("agent.dead_letter", service=h.service, topic=origin.topic, partition=origin.partition,
+              offset=origin.offset, attempts=step.attempts, error=reason[:500], exc_info=exc)
+    await _dead_letter_origin(h.service, origin, reason, attempts=step.attempts)
+    if h.on_give_up is not None:
         try:
-            await handler(record)
+            await h.on_give_up(record, reason)
+        except Exception:  # noqa: BLE001 - the event is parked already
+            log.exception("agent.give_up_failed", service=h.service)
+
+
+MAX_PARKED = 10_000  # retries held in memory at once by one worker; beyond, the retry agent waits
+
+
+@app.agent(topic(RETRY))
+async def run_retries(stream):  # type: ignore[no-untyped-def]
+    """Run each parked event's handler again once it is due, without waiting in line for it.
+
+    A due event runs at once; one not yet due is handed to a timer task (which inherits this
+    event as Faust's current event, so table writes go where they belong) and the agent reads
+    on. Events are acked by hand when their attempt is over: Faust commits a partition's
+    offsets only up to the first one still waiting, so a worker that dies with parked events
+    leaves them to be read again.
+    """
+    acking = stream.noack()
+    parked: set[asyncio.Task[None]] = set()
+    async for event in acking.events():
+        try:
+            parked_event = serde.decode(schema_by_topic()[RETRY], event.value)
+        except serde.SerdeError as exc:
+            msg = event.message
+            await _dead_letter_origin("retry", _Origin(msg.topic, msg.partition, msg.offset, msg.key, msg.value),
+                                      f"undecodable retry event: {exc}", attempts=1)
+            await acking.ack(event)
+            continue
+        delay = retry.wait_s(parked_event["not_before"], now_ms())
+        if delay <= 0:
+            await _retry(parked_event, event, acking)
+            continue
+        while len(parked) >= MAX_PARKED:
+            await asyncio.wait(parked, return_when=asyncio.FIRST_COMPLETED)
+        task = asyncio.create_task(_retry_later(delay, parked_event, event, acking))
+        parked.add(task)
+        task.add_done_callback(parked.discard)
+
+
+async def _retry_later(delay_s: float, parked: dict[str, Any], event: Any, acking: Any) -> None:
+    await asyncio.sleep(delay_s)
+    await _retry(parked, event, acking)
+
+
+async def _retry(parked: dict[str, Any], event: Any, acking: Any) -> None:
+    """One retry attempt of a parked event; its retry record is acked whatever happens."""
+    origin = _Origin(parked["original_topic"], parked["original_partition"], parked["original_offset"],
+                     parked["original_key"], parked["original_value"])
+    try:
+        h = _HANDLERS.get((parked["service"], parked["original_topic"]))
+        if h is None:
+            await _dead_letter_origin(parked["service"], origin, f"no handler of {parked['service']} for "
+                                      f"{parked['original_topic']} any more; last error: {parked['error']}",
+                                      attempts=parked["attempt"] - 1)
             return
-        except Exception as exc:  # noqa: BLE001 - every failure is retried, then dead-lettered
-            if attempt == len(RETRY_DELAYS_S):
-                log.exception("agent.dead_letter", service=service, topic=msg.topic, offset=msg.offset)
-                reason = f"{type(exc).__name__}: {exc}"
-                await dead_letter(service, msg, reason, attempts=attempt + 1)
-                if on_give_up is not None:
-                    try:
-                        await on_give_up(record, reason)
-                    except Exception:  # noqa: BLE001 - the event is parked already
-                        log.exception("agent.give_up_failed", service=service)
-                return
-            log.warning("agent.retry", service=service, error=str(exc), attempt=attempt + 1)
-            await asyncio.sleep(RETRY_DELAYS_S[attempt])
+        try:
+            record = decode(h.topic_name, parked["original_value"])
+        except serde.SerdeError as exc:
+            await _dead_letter_origin(h.service, origin, f"undecodable event: {exc}", attempts=parked["attempt"] - 1)
+            return
+        log.info("agent.retry", service=h.service, topic=origin.topic, offset=origin.offset, attempt=parked["attempt"])
+        try:
+            await h.run(record)
+        except Exception as exc:  # noqa: BLE001 - retried again or dead-lettered
+            await _failed(h, origin, record, parked["attempt"], exc)
+    except Exception:  # noqa: BLE001 - e.g. the broker refused the next record: logged, not retried
+        log.exception("agent.retry_crashed", service=parked["service"], topic=origin.topic, offset=origin.offset)
+    finally:
+        await acking.ack(event)
 
 
-async def dead_letter(service: str, msg: Any, error: str, attempts: int) -> None:
-    """Park an event on the dead-letter topic with where it came from and why."""
-    key = msg.key.decode("utf-8", "replace") if isinstance(msg.key, bytes) else str(msg.key or "")
+async def _dead_letter_origin(service: str, origin: _Origin, error: str, attempts: int) -> None:
+    key = origin.key.decode("utf-8", "replace") if isinstance(origin.key, bytes) else str(origin.key or "")
     await emit(DLQ, key, envelope() | {
-        "service": service, "original_topic": msg.topic, "original_partition": msg.partition,
-        "original_offset": msg.offset, "original_key": msg.key, "original_value": msg.value,
+        "service": service, "original_topic": origin.topic, "original_partition": origin.partition,
+        "original_offset": origin.offset, "original_key": origin.key, "original_value": origin.value,
         "error": error[:2000], "attempts": attempts,
     })
 

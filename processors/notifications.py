@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 import structlog
 
-from processors.app import app, dead_letter_record, guarded, settings, topic
+from processors.app import app, dead_letter_record, guarded, handler, settings, topic
 from processors.webhooks import Delivery, UrlRefused, WebhookStore, body_of, check_url, next_delay, retry_after_s, \
     schedule_of, signed_headers
 from schemas.topics import NOTIFICATION
@@ -65,11 +65,14 @@ async def _fan_out(note: dict[str, Any]) -> None:
         await st.schedule(Delivery(key=f"{msg_id}|{target}", target=target, **base))
 
 
+NOTIFICATIONS = handler("notifications", NOTIFICATION, _fan_out)
+
+
 @app.agent(topic(NOTIFICATION))
 async def fan_out(stream):  # type: ignore[no-untyped-def]
     """Schedule the deliveries of each notification (webhooks, e-mail)."""
     async for event in stream.events():
-        await guarded("notifications", event, NOTIFICATION, _fan_out)
+        await guarded(NOTIFICATIONS, event)
 
 
 # ---- sending ---------------------------------------------------------------------------------------

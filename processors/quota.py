@@ -24,7 +24,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
-from processors.app import app, emit, guarded, json_schema, settings, stable_id, topic
+from processors.app import app, emit, guarded, handler, json_schema, settings, stable_id, topic
 from schemas.topics import JOB_COMPLETED, JOB_PROGRESS, JOB_QUEUED, NOTIFICATION, SEGMENT_ACCEPTED
 from tapmask.events import envelope, job_failed
 
@@ -103,8 +103,11 @@ async def _give_up(spec: dict[str, Any], reason: str) -> None:
     await emit(JOB_COMPLETED, spec["job_id"], job_failed(spec, "internal_error", f"the quota check failed: {reason}", spec["attempt"]))
 
 
+ACCEPTED = handler("quota", SEGMENT_ACCEPTED, _apply_quota, _give_up)
+
+
 @app.agent(topic(SEGMENT_ACCEPTED))
 async def enforce_quota(stream):  # type: ignore[no-untyped-def]
     """Queue the job, or fail it with quota_exceeded."""
     async for event in stream.events():
-        await guarded("quota", event, SEGMENT_ACCEPTED, _apply_quota, _give_up)
+        await guarded(ACCEPTED, event)

@@ -22,7 +22,7 @@ import json
 
 import structlog
 
-from processors.app import app, emit, guarded, json_schema, stable_id, topic
+from processors.app import app, emit, guarded, handler, json_schema, stable_id, topic
 from processors.status_fold import fold, notifications
 from schemas.topics import JOB_COMPLETED, JOB_PROGRESS, JOB_STATUS, NOTIFICATION, SEGMENT_REQUESTED
 
@@ -52,11 +52,21 @@ def _folder(kind: str):  # type: ignore[no-untyped-def]
         new = fold(old, kind, record)
         if new is None:
             return
-        await emit(JOB_STATUS, job_id, new, wait=False)
-        for note_kind, dedup in notifications(old, new):
-            if new["owner_id"]:
-                await emit(NOTIFICATION, new["owner_id"], notification(note_kind, dedup, new, record), wait=False)
+        # Written before any await: a retried event of the same job may be folded meanwhile
+        # (processors/app.py), and must build on this snapshot, not on ``old``.
         snapshots[job_id] = new
+        try:
+            await emit(JOB_STATUS, job_id, new, wait=False)
+            for note_kind, dedup in notifications(old, new):
+                if new["owner_id"]:
+                    await emit(NOTIFICATION, new["owner_id"], notification(note_kind, dedup, new, record), wait=False)
+        except BaseException:
+            if snapshots.get(job_id) == new:  # not published: let the retry fold this event again
+                if old is None:
+                    del snapshots[job_id]
+                else:
+                    snapshots[job_id] = old
+            raise
         log.debug("status.changed", job_id=job_id, state=new["state"], percent=new["percent"])
 
     return apply
@@ -84,7 +94,7 @@ def notification(kind: str, dedup: str, snap: dict[str, Any], cause: dict[str, A
     }
 
 
-FOLDERS = {name: _folder(kind) for name, kind in KIND_BY_TOPIC.items()}
+FOLDERS = {name: handler("status", name, _folder(kind)) for name, kind in KIND_BY_TOPIC.items()}
 
 
 @app.agent(status_inputs)
@@ -92,4 +102,4 @@ async def write_status(stream):  # type: ignore[no-untyped-def]
     """Fold each job event into its snapshot; publish the snapshot when it changed."""
     async for event in stream.events():
         name = _logical(event.message.topic)
-        await guarded("status", event, name, FOLDERS[name])
+        await guarded(FOLDERS[name], event)

@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from processors.app import app, emit, guarded, json_schema, settings, topic
+from processors.app import app, emit, guarded, handler, json_schema, settings, topic
 from processors.probe import ProbeRejected, probe_video
 from schemas.topics import JOB_COMPLETED, SEGMENT_ACCEPTED, SEGMENT_REQUESTED, VIDEO_UPLOADED, VIDEO_VALIDATED
 from tapmask.events import envelope, job_failed
@@ -57,7 +57,7 @@ async def _validate_upload(up: dict[str, Any]) -> None:
 async def validate_uploads(stream):  # type: ignore[no-untyped-def]
     """Probe each upload; publish its metadata or why it was rejected."""
     async for event in stream.events():
-        await guarded("validation", event, VIDEO_UPLOADED, _validate_upload, _upload_gave_up)
+        await guarded(UPLOADS, event)
 
 
 async def _upload_gave_up(up: dict[str, Any], reason: str) -> None:
@@ -134,8 +134,12 @@ async def _validate_request(req: dict[str, Any]) -> None:
 async def validate_requests(stream):  # type: ignore[no-untyped-def]
     """Forward valid requests to quota as job specs; fail the others with the reason."""
     async for event in stream.events():
-        await guarded("validation", event, SEGMENT_REQUESTED, _validate_request, _request_gave_up)
+        await guarded(REQUESTS, event)
 
 
 async def _request_gave_up(req: dict[str, Any], reason: str) -> None:
     await emit(JOB_COMPLETED, req["job_id"], job_failed(req, "internal_error", f"the request could not be checked: {reason}"))
+
+
+UPLOADS = handler("validation", VIDEO_UPLOADED, _validate_upload, _upload_gave_up)
+REQUESTS = handler("validation", SEGMENT_REQUESTED, _validate_request, _request_gave_up)

@@ -26,6 +26,7 @@ JOB_STATUS = "tapmask.job.status.v1"
 NOTIFICATION = "tapmask.notification.v1"
 AUDIT = "tapmask.audit.v1"
 DLQ = "tapmask.dlq.v1"
+RETRY = "tapmask.retry.v1"
 
 
 class TopicSpecError(ValueError):

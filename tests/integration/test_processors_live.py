@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from schemas import serde
-from schemas.topics import JOB_STATUS, NOTIFICATION, SEGMENT_REQUESTED, VIDEO_UPLOADED, schema_by_topic
-from tapmask.events import EventProducer, envelope
+from schemas.topics import DLQ, JOB_STATUS, NOTIFICATION, RETRY, SEGMENT_REQUESTED, VIDEO_UPLOADED, VIDEO_VALIDATED, \
+    schema_by_topic
+from tapmask.events import EventProducer, envelope, producer_config
 from tapmask.samples import make_sample_clip
 from tapmask.settings import Settings
 from tapmask.storage import s3_client
@@ -43,6 +44,7 @@ class TopicReader:
         md = self.c.list_topics(real, timeout=10).topics[real]
         self.c.assign([TopicPartition(real, p, OFFSET_BEGINNING) for p in md.partitions])
         self.seen: list[tuple[bytes | None, dict[str, Any] | None, list[Any]]] = []
+        self.stamps: list[int] = []  # the record's Kafka timestamp (ms), parallel to ``seen``
 
     def poll(self, seconds: float = 0.3) -> None:
         for msg in self.c.consume(500, timeout=seconds):
@@ -51,6 +53,7 @@ class TopicReader:
             value = msg.value()
             record = serde.decode(schema_by_topic()[self.name], value) if value is not None else None
             self.seen.append((msg.key(), record, msg.headers() or []))
+            self.stamps.append(msg.timestamp()[1])
 
     def wait(self, done: Callable[[list[dict[str, Any]]], bool], timeout_s: float = 60.0) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout_s
@@ -181,3 +184,60 @@ def test_a_request_that_does_not_fit_the_video_fails_with_the_reason(stack_setti
     snap = wait_decided(stack_settings, [job_id])[job_id]
     assert snap["state"] == "failed" and snap["error_code"] == "invalid_request"
     assert "outside the 160x96 frame" in snap["error"]
+
+
+def test_a_poison_event_does_not_hold_its_partition(stack: Any, stack_settings: Settings, tiny_clip: Path) -> None:
+    """A poison upload (its object is not in S3: the probe's HEAD fails, which is not a
+    rejection but an error, retried) and a good upload right behind it on the same partition:
+    the good one is validated while the poison one waits for its retries, and the poison one
+    ends on the dead-letter topic with its reason after 3 attempts, 2 s then 4 s apart."""
+    user = f"poison-{uuid.uuid4().hex[:8]}"
+    poison, good = uuid.uuid4().hex, uuid.uuid4().hex
+    s3_client(stack_settings).upload_file(str(tiny_clip), stack_settings.s3_bucket, f"uploads/{good}/source")
+    real_topic, partition = stack_settings.topic(VIDEO_UPLOADED), 5
+    offsets: dict[str, int] = {}
+    prod = Producer(producer_config(stack_settings))
+    for video_id in (poison, good):  # in this order, on one partition
+        rec = envelope() | {
+            "video_id": video_id, "owner_id": user, "region": "eu", "filename": "tiny.mp4", "container": "mp4",
+            "size_bytes": tiny_clip.stat().st_size, "sha256": "0" * 64, "s3_bucket": stack_settings.s3_bucket,
+            "s3_key": f"uploads/{video_id}/source"}
+        prod.produce(real_topic, key=video_id.encode(), value=serde.encode("VideoUploaded", rec), partition=partition,
+                     on_delivery=lambda err, msg, v=video_id: offsets.__setitem__(v, msg.offset()))
+    assert prod.flush(30) == 0
+    assert offsets[good] == offsets[poison] + 1
+
+    validated, dlq, retries = (TopicReader(stack_settings, name) for name in (VIDEO_VALIDATED, DLQ, RETRY))
+    try:
+        def poison_dead(rs: list[dict[str, Any]]) -> bool:
+            return any(r["original_key"] == poison.encode() for r in rs)
+
+        dlq.wait(poison_dead, 90)
+        validated.wait(lambda rs: {good, poison} <= {r["video_id"] for r in rs}, 30)
+        retries.wait(lambda rs: sum(r["original_key"] == poison.encode() for r in rs) >= 2, 10)
+    finally:
+        for reader in (validated, dlq, retries):
+            reader.close()
+
+    def stamped(reader: TopicReader, pick: Callable[[dict[str, Any]], bool]) -> list[tuple[int, dict[str, Any]]]:
+        return [(ts, r) for (_, r, _), ts in zip(reader.seen, reader.stamps) if r is not None and pick(r)]
+
+    [(dead_at, dead)] = stamped(dlq, lambda r: r["original_key"] == poison.encode())
+    verdicts = {r["video_id"]: (ts, r) for ts, r in stamped(validated, lambda r: r["video_id"] in (good, poison))}
+    # The good event did not wait for the poison one's retries: validated before the poison was dead-lettered.
+    good_at, good_verdict = verdicts[good]
+    assert good_verdict["valid"], good_verdict
+    assert good_at < dead_at, (good_at, dead_at)
+    # The poison event: three attempts, parked on its own partition 2 s then 4 s, then the DLQ with the reason.
+    assert (dead["service"], dead["original_topic"], dead["original_partition"], dead["original_offset"]) == \
+        ("validation", real_topic, partition, offsets[poison])
+    assert dead["attempts"] == 3 and "404" in dead["error"], dead["error"]
+    parked = [r for _, r in stamped(retries, lambda r: r["original_key"] == poison.encode())]
+    assert [r["attempt"] for r in parked] == [2, 3]
+    assert [r["not_before"] - r["occurred_at"] for r in parked] == [2000, 4000]
+    assert all(r["original_offset"] == offsets[poison] and "404" in r["error"] for r in parked)
+    assert parked[1]["occurred_at"] >= parked[0]["not_before"] and dead_at >= parked[1]["not_before"]
+    # ...and on_give_up ran: the user sees the video rejected with a reason, after the good one was accepted.
+    poison_at, poison_verdict = verdicts[poison]
+    assert not poison_verdict["valid"] and "could not be checked" in poison_verdict["reason"]
+    assert good_at < poison_at
