@@ -127,15 +127,25 @@ async def emit(name: str, key: str, record: dict[str, Any] | None, wait: bool = 
     once. That keeps at-least-once, because Faust flushes its producer (every buffered record
     acknowledged) before it commits the offsets of the events that caused them; a record the
     broker refuses is logged.
+
+    The record goes straight to the app's producer, not through ``faust.Topic.send`` (its
+    channel, future-message and sensor layers cost more than the Avro encoding, and these
+    topics are never declared by Faust); the producer is the one Faust flushes before a commit.
     """
-    schema = schema_by_topic()[name]
+    real, schema, headers = _out(name)
     value = None if record is None else serde.encode(schema, record)
-    fut = await topic(name).send(key=key.encode(), value=value, partition=partition,
-                                 headers={serde.HEADER_SCHEMA: schema.encode()})
+    fut = await app.producer.send(real, key.encode(), value, partition, None, headers)
     if wait:
         await fut  # resolves once the broker acknowledged the record
     else:
         fut.add_done_callback(_log_send_failure)
+
+
+@lru_cache(maxsize=None)
+def _out(name: str) -> tuple[str, str, list[tuple[str, bytes]]]:
+    """Real topic name, schema name and the (shared, never mutated) headers of ``name``'s events."""
+    schema = schema_by_topic()[name]
+    return settings.topic(name), schema, [(serde.HEADER_SCHEMA, schema.encode())]
 
 
 def _log_send_failure(fut: Any) -> None:

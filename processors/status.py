@@ -26,7 +26,7 @@ from processors.app import app, emit, guarded, handler, json_schema, stable_id, 
 from processors.status_fold import fold, notifications
 from schemas.topics import JOB_COMPLETED, JOB_PROGRESS, JOB_STATUS, NOTIFICATION, SEGMENT_REQUESTED
 
-log = structlog.get_logger()
+log = structlog.get_logger().bind()  # built once (app.py configured structlog): a proxy rebuilds its logger per call
 
 KIND_BY_TOPIC = {SEGMENT_REQUESTED: "requested", JOB_PROGRESS: "progress", JOB_COMPLETED: "completed"}
 
