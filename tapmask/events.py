@@ -33,6 +33,10 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 5,
+        # The Java client's murmur2 (librdkafka's default is CRC32): the same key goes to the same
+        # partition whoever produces it, librdkafka here or aiokafka in the Faust worker, so a job's
+        # events stay co-partitioned with the status agent's table across workers.
+        "partitioner": "murmur2_random",
     }
     conf.update(overrides)
     return conf

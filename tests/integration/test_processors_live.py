@@ -241,3 +241,25 @@ def test_a_poison_event_does_not_hold_its_partition(stack: Any, stack_settings: 
     poison_at, poison_verdict = verdicts[poison]
     assert not poison_verdict["valid"] and "could not be checked" in poison_verdict["reason"]
     assert good_at < poison_at
+
+
+def test_librdkafka_and_aiokafka_put_a_key_on_the_same_partition(stack: Any, stack_settings: Settings) -> None:
+    """The API and GPU consumers (librdkafka) and the Faust worker (aiokafka) write events of
+    one job; the status agent's table is sharded by partition, so they must partition alike."""
+    from aiokafka.partitioner import DefaultPartitioner
+    from fastavro.utils import generate_many
+
+    from schemas.topics import AUDIT, load_topic_specs
+
+    real = stack_settings.topic(AUDIT)  # written by the API, read by no agent
+    n = next(t.partitions for t in load_topic_specs() if t.name == AUDIT)
+    keys = [uuid.uuid4().hex.encode() for _ in range(40)]
+    got: dict[bytes, int] = {}
+    prod = Producer(producer_config(stack_settings))
+    for key, rec in zip(keys, generate_many(serde.current_schemas()["AuditEvent"].parsed, len(keys))):
+        prod.produce(real, key=key, value=serde.encode("AuditEvent", rec),
+                     on_delivery=lambda err, msg: got.__setitem__(msg.key(), msg.partition()))
+    assert prod.flush(30) == 0
+    partitioner = DefaultPartitioner()
+    assert {k: partitioner(k, list(range(n)), list(range(n))) for k in keys} == got
+    assert len(set(got.values())) > 1
