@@ -207,16 +207,19 @@ async def guarded(h: Handler, event: Any) -> None:
     moves on, and the retry agent runs the same handler when the event is due.
     """
     msg = event.message
-    origin = _Origin(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
     try:
         record = decode(h.topic_name, msg.value)
     except serde.SerdeError as exc:
-        await _dead_letter_origin(h.service, origin, f"undecodable event: {exc}", attempts=1)
+        await _dead_letter_origin(h.service, _origin(msg), f"undecodable event: {exc}", attempts=1)
         return
     try:
         await h.run(record)
     except Exception as exc:  # noqa: BLE001 - every failure is retried, then dead-lettered
-        await _failed(h, origin, record, 1, exc)
+        await _failed(h, _origin(msg), record, 1, exc)
+
+
+def _origin(msg: Any) -> _Origin:
+    return _Origin(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
 
 
 async def _failed(h: Handler, origin: _Origin, record: dict[str, Any], attempt: int, exc: Exception) -> None:
@@ -265,9 +268,7 @@ async def run_retries(stream):  # type: ignore[no-untyped-def]
         try:
             parked_event = serde.decode(schema_by_topic()[RETRY], event.value)
         except serde.SerdeError as exc:
-            msg = event.message
-            await _dead_letter_origin("retry", _Origin(msg.topic, msg.partition, msg.offset, msg.key, msg.value),
-                                      f"undecodable retry event: {exc}", attempts=1)
+            await _dead_letter_origin("retry", _origin(event.message), f"undecodable retry event: {exc}", attempts=1)
             await acking.ack(event)
             continue
         delay = retry.wait_s(parked_event["not_before"], now_ms())
