@@ -17,9 +17,10 @@ and no GPU consumer), stores one small clip in S3 and lets validation probe it, 
 Pro-tier requests (quota counts nothing for Pro; a free user would be refused after 5), all
 from the bench video's owner (validation checks ownership), produced with the API's producer
 settings. Prints measured figures only; targets are for the reader: ≥ 1,000 req/s sustained,
-p99 < 250 ms at 200 req/s. Measured on 2 shared cores (bench/README.md): s3 engine 324–721
-req/s, over capacity at a steady 200 req/s (Tansu serialises one S3 write per partition
-batch); memory engine 462–820 req/s, p99 request → job.queued 244–294 ms at 200 req/s.
+p99 < 250 ms at 200 req/s. Measured on 2 shared cores (bench/README.md): s3 engine 699–788
+req/s to job.queued, p99 1.8–2.5 s at 200 req/s (Tansu serialises one S3 write per partition
+batch); memory engine 917–1,050 req/s to job.queued (709–819 to the status snapshot), p99
+request → job.queued 186–223 ms at 200 req/s.
 """
 
 from __future__ import annotations
