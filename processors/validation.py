@@ -6,13 +6,15 @@ global table every worker can read.
 
 ``validate_requests``: checks each segmentation request against that metadata (points inside
 the frame, frames in range, a known and valid video) and passes it on to the quota agent as a
-complete job spec, or fails the job with the reason.
+complete job spec, or fails the job with the reason. A request whose video has no verdict in
+the table yet (table lag: the API only accepts requests for validated videos) is not waited
+for in the agent: it fails its attempt and is retried after 2 s, then 4 s, like any failure
+(processors/app.py); still unknown after that, the job fails as an invalid request.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from functools import lru_cache
 from typing import Any
 
@@ -27,7 +29,6 @@ from tapmask.storage import S3RangeReader, s3_client
 log = structlog.get_logger()
 
 videos = app.GlobalTable("video-metadata", default=None, partitions=8, schema=json_schema())
-METADATA_WAIT_S = 15.0  # the API only accepts requests for validated videos, so this is lag only
 
 
 @lru_cache(maxsize=1)
@@ -109,15 +110,17 @@ def display_size(meta: dict[str, Any]) -> tuple[int, int]:
     return (h, w) if meta.get("rotation", 0) % 180 == 90 else (w, h)
 
 
-async def _video_metadata(video_id: str) -> dict[str, Any] | None:
-    deadline = time.monotonic() + METADATA_WAIT_S
-    while (video := videos.get(video_id)) is None and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    return video
+class MetadataNotYet(RuntimeError):
+    """The video's verdict has not reached this worker's table yet."""
 
 
 async def _validate_request(req: dict[str, Any]) -> None:
-    video = await _video_metadata(req["video_id"])
+    video = videos.get(req["video_id"])
+    if video is None:
+        # The API only accepts requests for validated videos, so this is table lag (or a video
+        # that does not exist): the request is parked and tried again after 2 s, then 4 s
+        # (processors/app.py), never waited for here, where it would hold the partition.
+        raise MetadataNotYet(f"no verdict for video {req['video_id']} yet")
     problem = request_problem(req, video)
     if problem is not None:
         await emit(JOB_COMPLETED, req["job_id"], job_failed(req, "invalid_request", problem), wait=False)
@@ -138,6 +141,9 @@ async def validate_requests(stream):  # type: ignore[no-untyped-def]
 
 
 async def _request_gave_up(req: dict[str, Any], reason: str) -> None:
+    if videos.get(req["video_id"]) is None:  # still no verdict after every attempt
+        await emit(JOB_COMPLETED, req["job_id"], job_failed(req, "invalid_request", request_problem(req, None) or reason))
+        return
     await emit(JOB_COMPLETED, req["job_id"], job_failed(req, "internal_error", f"the request could not be checked: {reason}"))
 
 

@@ -186,6 +186,15 @@ def test_a_request_that_does_not_fit_the_video_fails_with_the_reason(stack_setti
     assert "outside the 160x96 frame" in snap["error"]
 
 
+def test_a_request_for_an_unknown_video_fails_after_its_retries(stack_settings: Settings, producer: EventProducer) -> None:
+    """No verdict for the video: the request is retried (not waited for in the agent), then the
+    job fails with a reason a person can read."""
+    job_id = request_job(producer, uuid.uuid4().hex, f"ghost-{uuid.uuid4().hex[:8]}", "pro")
+    snap = wait_decided(stack_settings, [job_id])[job_id]
+    assert snap["state"] == "failed" and snap["error_code"] == "invalid_request"
+    assert snap["error"] == "the video is unknown or was not validated"
+
+
 def test_a_poison_event_does_not_hold_its_partition(stack: Any, stack_settings: Settings, tiny_clip: Path) -> None:
     """A poison upload (its object is not in S3: the probe's HEAD fails, which is not a
     rejection but an error, retried) and a good upload right behind it on the same partition:
