@@ -49,6 +49,28 @@ def test_full_occlusion_is_reported_lost_and_reacquired(tmp_path):
     assert not any(_leaked(track.full_mask(i) > 0, clip.masks[i]) for i in range(40))
 
 
+class _FewerLKIterations(ClassicTracker):
+    LK_ITERATIONS = 15  # a slightly different motion estimate: the same scene must stay covered
+
+
+class _AlwaysECC(ClassicTracker):
+    ECC_SKIP_INLIERS = 1.01  # never skip the ECC refinement on steady frames
+
+
+@pytest.mark.parametrize("tracker_cls", [ClassicTracker, _FewerLKIterations, _AlwaysECC])
+def test_reemergence_after_occlusion_leaks_no_frame_whatever_the_motion_estimate(tmp_path, tracker_cls):
+    # Before the fix, a 15-iteration LK left 25 of these 90 frames leaking after the wall had
+    # passed: the hidden object's shrinking visible part was read as a change of scale, and
+    # a partial shape was adopted as the reference when it re-emerged.
+    clip = make_gt_clip(tmp_path / "occ.mp4", "occlusion", 640, 360, 90)
+    x, y, f = clip.click
+    track = track_video(clip.path, Prompt([Point(x, y, f)]), tracker=tracker_cls(camera_motion=False))
+    leaked = [i for i in range(len(track)) if _leaked(track.full_mask(i) > 0, clip.masks[i])]
+    assert leaked == []
+    ious = [iou(track.full_mask(i) > 0, clip.masks[i]) for i in range(len(track))]
+    assert np.mean(ious) >= 0.85
+
+
 def test_track_round_trips_through_bytes_and_masks_out(tmp_path):
     clip = make_gt_clip(tmp_path / "b.mp4", "basic", 160, 96, 8)
     track = ClassicTracker().track(clip.path, __import__("gpu_consumers.engine", fromlist=["probe"]).probe(clip.path),
