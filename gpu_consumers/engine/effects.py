@@ -79,6 +79,17 @@ def _composite(frame: np.ndarray, region: _Region, alpha: np.ndarray, effect: np
     return out
 
 
+def _blend_in_mask(frame: np.ndarray, mask: np.ndarray, margin_px: int, feather_px: int,
+                   effect: Callable[[_Region], np.ndarray]) -> np.ndarray:
+    """`frame` with ``effect(region)`` (the effect's picture of the region `soft_alpha` can
+    touch) blended in by the feathered, grown mask; an unchanged copy when the mask is empty."""
+    found = soft_alpha(mask, margin_px, feather_px)
+    if found is None:
+        return frame.copy()
+    alpha, region = found
+    return _composite(frame, region, alpha, effect(region))
+
+
 def _padded(region: _Region, pad: int, shape: tuple[int, ...]) -> tuple[_Region, _Region]:
     """`region` grown by `pad` (clipped to `shape`), and `region` relative to the grown one."""
     r, c = region
@@ -138,14 +149,13 @@ def apply_blur(
     blurring the whole frame; it writes only inside the region. Large kernels are computed
     on a downscaled crop (`blur_region`).
     """
-    found = soft_alpha(mask, margin_px, feather_px)
-    if found is None:
-        return frame_bgr.copy()
-    alpha, region = found
     kernel = max(3, int(kernel) | 1)
-    outer, inner = _padded(region, kernel // 2, frame_bgr.shape)
-    blurred = blur_region(frame_bgr[outer], kernel)
-    return _composite(frame_bgr, region, alpha, blurred[inner])
+
+    def blurred(region: _Region) -> np.ndarray:
+        outer, inner = _padded(region, kernel // 2, frame_bgr.shape)
+        return blur_region(frame_bgr[outer], kernel)[inner]
+
+    return _blend_in_mask(frame_bgr, mask, margin_px, feather_px, blurred)
 
 
 def apply_pixelate(
@@ -156,16 +166,15 @@ def apply_pixelate(
     feather_px: int = DEFAULT_FEATHER_PX,
 ) -> np.ndarray:
     """Mosaic of `block_px`-sized blocks (each the mean of its pixels) inside the grown mask."""
-    found = soft_alpha(mask, margin_px, feather_px)
-    if found is None:
-        return frame_bgr.copy()
-    alpha, region = found
-    src = frame_bgr[region]
-    h, w = src.shape[:2]
     block_px = max(1, int(block_px))
-    small = cv2.resize(src, (max(1, round(w / block_px)), max(1, round(h / block_px))), interpolation=cv2.INTER_AREA)
-    mosaic = cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
-    return _composite(frame_bgr, region, alpha, mosaic)
+
+    def mosaic(region: _Region) -> np.ndarray:
+        src = frame_bgr[region]
+        h, w = src.shape[:2]
+        small = cv2.resize(src, (max(1, round(w / block_px)), max(1, round(h / block_px))), interpolation=cv2.INTER_AREA)
+        return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
+
+    return _blend_in_mask(frame_bgr, mask, margin_px, feather_px, mosaic)
 
 
 def apply_fill(
@@ -176,13 +185,12 @@ def apply_fill(
     feather_px: int = DEFAULT_FEATHER_PX,
 ) -> np.ndarray:
     """Solid `color_bgr` inside the grown mask."""
-    found = soft_alpha(mask, margin_px, feather_px)
-    if found is None:
-        return frame_bgr.copy()
-    alpha, region = found
-    solid = np.empty_like(frame_bgr[region])
-    solid[...] = color_bgr
-    return _composite(frame_bgr, region, alpha, solid)
+    def solid(region: _Region) -> np.ndarray:
+        out = np.empty_like(frame_bgr[region])
+        out[...] = color_bgr
+        return out
+
+    return _blend_in_mask(frame_bgr, mask, margin_px, feather_px, solid)
 
 
 def apply_effect(
