@@ -35,7 +35,7 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 import cv2
@@ -554,8 +554,7 @@ class ClassicTracker(VideoTracker):
 
     @staticmethod
     def _copy_state(st: _State) -> _State:
-        return _State(st.ref.copy(), st.pose.copy(), st.vis.copy(), st.velocity.copy(), st.lost, st.lost_for,
-                      st.ref_area, st.template, st.template_mask, st.anchor_area, st.found_for, st.last_area)
+        return replace(st, ref=st.ref.copy(), pose=st.pose.copy(), vis=st.vis.copy(), velocity=st.velocity.copy())
 
     # -- one direction ----------------------------------------------------------------------
     def _run(self, start: int, direction: int, st: _State, masks, conf, lost, n, tick, overwrite: bool) -> None:
@@ -581,9 +580,10 @@ class ClassicTracker(VideoTracker):
     def _step(self, st: _State, prev_img: np.ndarray, img: np.ndarray, i: int) -> tuple[np.ndarray, float, bool]:
         h, w = img.shape[:2]
         delta = None
-        if not st.lost and st.vis.sum() >= 12:
+        shown = float(st.vis.sum())  # visible area on the previous frame
+        if not st.lost and shown >= 12:
             delta = self._flow_delta(st, prev_img, img)
-        if delta is not None and st.vis.sum() < 0.8 * st.anchor_area:
+        if delta is not None and shown < 0.8 * st.anchor_area:
             # Partly hidden: the visible part shrinks or grows as the occluder passes, which a
             # similarity fit reads as a change of scale. Keep only the translation.
             delta = delta.copy()
@@ -661,8 +661,9 @@ class ClassicTracker(VideoTracker):
             st.vis = vis
         if cover is not None:
             vis = vis | cover
-        emerging = st.found_for <= self.EMERGE_FRAMES and st.vis.sum() > 1.03 * st.last_area
-        st.last_area = float(st.vis.sum())
+        shown = float(st.vis.sum())
+        emerging = st.found_for <= self.EMERGE_FRAMES and shown > 1.03 * st.last_area
+        st.last_area = shown
         if not is_lost and emerging:
             # Re-emerging (found again a few frames ago, and more of it shows every frame):
             # where its still hidden part will show next, and whether the shape adopted
