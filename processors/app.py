@@ -198,6 +198,16 @@ class _Origin:
     key: bytes | None
     value: bytes | None
 
+    @property
+    def key_text(self) -> str:
+        """The key as the retry and dead-letter records are keyed."""
+        return self.key.decode("utf-8", "replace") if isinstance(self.key, bytes) else str(self.key or "")
+
+    def fields(self) -> dict[str, Any]:
+        """The ``original_*`` fields that retry and dead-letter records share."""
+        return {"original_topic": self.topic, "original_partition": self.partition, "original_offset": self.offset,
+                "original_key": self.key, "original_value": self.value}
+
 
 async def guarded(h: Handler, event: Any) -> None:
     """Decode ``event`` and run ``h`` on it; a failure never holds the partition.
@@ -231,12 +241,9 @@ async def _failed(h: Handler, origin: _Origin, record: dict[str, Any], attempt: 
     if isinstance(step, retry.Retry):
         log.warning("agent.retry_parked", service=h.service, topic=origin.topic, partition=origin.partition,
                     offset=origin.offset, failed_attempt=attempt, error=reason[:500])
-        key = origin.key.decode("utf-8", "replace") if isinstance(origin.key, bytes) else str(origin.key or "")
-        await emit(RETRY, key, envelope(record.get("correlation_id")) | {
+        await emit(RETRY, origin.key_text, envelope(record.get("correlation_id")) | origin.fields() | {
             "event_id": stable_id("retry", origin.topic, str(origin.partition), str(origin.offset), str(step.attempt)),
-            "service": h.service, "original_topic": origin.topic, "original_partition": origin.partition,
-            "original_offset": origin.offset, "original_key": origin.key, "original_value": origin.value,
-            "occurred_at": now, "error": reason[:2000], "attempt": step.attempt, "not_before": step.not_before_ms,
+            "service": h.service, "occurred_at": now, "error": reason[:2000], "attempt": step.attempt, "not_before": step.not_before_ms,
         }, wait=False, partition=retry.retry_partition(origin.partition, _partitions[RETRY]))
         return
     log.error("agent.dead_letter", service=h.service, topic=origin.topic, partition=origin.partition,
@@ -315,22 +322,15 @@ async def _retry(parked: dict[str, Any], event: Any, acking: Any) -> None:
 
 
 async def _dead_letter_origin(service: str, origin: _Origin, error: str, attempts: int) -> None:
-    key = origin.key.decode("utf-8", "replace") if isinstance(origin.key, bytes) else str(origin.key or "")
-    await emit(DLQ, key, envelope() | {
-        "service": service, "original_topic": origin.topic, "original_partition": origin.partition,
-        "original_offset": origin.offset, "original_key": origin.key, "original_value": origin.value,
-        "error": error[:2000], "attempts": attempts,
+    await emit(DLQ, origin.key_text, envelope() | origin.fields() | {
+        "service": service, "error": error[:2000], "attempts": attempts,
     })
 
 
 async def dead_letter_record(service: str, topic_name: str, key: str, value: bytes | None, error: str, attempts: int) -> None:
     """Park something that is not a consumed message (e.g. a webhook delivery that ran out of
     retries) on the dead-letter topic; partition and offset are -1."""
-    await emit(DLQ, key, envelope() | {
-        "service": service, "original_topic": settings.topic(topic_name), "original_partition": -1,
-        "original_offset": -1, "original_key": key.encode(), "original_value": value,
-        "error": error[:2000], "attempts": attempts,
-    })
+    await _dead_letter_origin(service, _Origin(settings.topic(topic_name), -1, -1, key.encode(), value), error, attempts)
 
 
 # Register the agents (import for their side effect on `app`).
