@@ -34,6 +34,8 @@ class OptionsIn(BaseModel):
     """Effect options."""
 
     model_config = ConfigDict(extra="forbid")
+    #: Grown around the mask, in output pixels; the engine never uses less than its tracker's
+    #: edge uncertainty (gpu_consumers/engine/render.effective_margin: 10 px at 360p, 20 at 720p).
     margin_px: int = Field(default=8, ge=0, le=256)
     blur_kernel: int = Field(default=99, ge=3, le=255)
     export_masks: bool = True

@@ -23,7 +23,7 @@ import numpy as np
 from gpu_consumers.engine import Point, Prompt
 from gpu_consumers.engine.effects import soft_alpha
 from gpu_consumers.engine.pipeline import track_video
-from gpu_consumers.engine.render import EffectOptions, iter_rendered
+from gpu_consumers.engine.render import EffectOptions, effective_margin, iter_rendered
 from tapmask.synthetic import KINDS, iou, make_gt_clip
 
 
@@ -36,6 +36,7 @@ def evaluate(kind: str, width: int, height: int, frames: int, folder: Path, marg
     track_s = time.perf_counter() - t
     ious, leaked, untouched_ok, leaked_frames = [], 0, True, []
     opts = EffectOptions(mode="blur", margin_px=margin)
+    margin = effective_margin(margin, track)  # what rendering grows the mask by
     rendered = iter_rendered(clip.path, track, opts, 0, len(track)) if check_pixels else None
     from gpu_consumers.engine.video_io import VideoReader
 
@@ -64,7 +65,7 @@ def evaluate(kind: str, width: int, height: int, frames: int, folder: Path, marg
                     untouched_ok = False
     return {"kind": kind, "frames": len(track), "mean_iou": float(np.mean(ious)), "min_iou": float(np.min(ious)),
             "leaked_pct": 100.0 * leaked / len(track), "lost": track.lost_ranges(),
-            "beyond_margin_unchanged": untouched_ok, "leaked_frames": leaked_frames, "track_s": track_s, "ious": ious}
+            "margin": margin, "beyond_margin_unchanged": untouched_ok, "leaked_frames": leaked_frames, "track_s": track_s, "ious": ious}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args(argv)
     w, h = (int(v) for v in args.size.split("x"))
-    print(f"engine quality: {w}x{h}, {args.frames} frames per clip, blur margin 8 px")
+    print(f"engine quality: {w}x{h}, {args.frames} frames per clip, blur margin 8 px "
+          "(at least the tracker's edge uncertainty, render.effective_margin)")
     print(f"{'clip':<14}{'mean IoU':>9}{'min IoU':>9}{'leaked':>8}{'unchanged':>10}{'track s':>8}  lost frames")
     ok = True
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{str(r['beyond_margin_unchanged']):>10}{r['track_s']:>8.2f}  {r['lost']}")
             if args.verbose:
                 print("   ", " ".join(f"{v:.2f}" for v in r["ious"]), "leaked:", r["leaked_frames"])
+    print(f"margin used: {r['margin']} px")
     print("targets (mean IoU >= 0.85, 0 % leaked, unchanged beyond margin):", "met" if ok else "MISSED")
     return 0
 

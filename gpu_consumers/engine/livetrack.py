@@ -90,6 +90,18 @@ class LiveTrack:
         self._wait(lambda: self._count is not None)
         return self._pts
 
+    @property
+    def mask_width(self) -> int:
+        """Width of the tracking-resolution masks (blocks until the first one is published)."""
+        self._wait(lambda: self._ready > 0)
+        return int(self._small[0].shape[1])
+
+    @property
+    def mask_height(self) -> int:
+        """Height of the tracking-resolution masks (blocks until the first one is published)."""
+        self._wait(lambda: self._ready > 0)
+        return int(self._small[0].shape[0])
+
     def full_mask(self, index: int) -> np.ndarray:
         """Mask of frame `index` at the video's coded size, once it is final (blocks)."""
         self._wait(lambda: self._ready > index)

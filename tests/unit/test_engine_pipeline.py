@@ -269,3 +269,39 @@ def test_a_tracker_failure_while_rendering_is_raised_and_leaves_no_output(tmp_pa
     with pytest.raises(EngineError, match="tracker broke"):
         process_video(clip, out, Prompt([Point(x, y)]), "blur", tracker=Failing())
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("size", "mask_size", "asked", "expected"), [
+    ((640, 360), (320, 180), 8, 10),     # tracked at half size: 5 tracking px = 10 px
+    ((1280, 720), (320, 180), 8, 20),    # a tracking pixel is 4 output pixels
+    ((1920, 1080), (320, 180), 8, 30),
+    ((1280, 720), (320, 180), 40, 40),   # a larger margin asked for is kept
+    ((640, 360), (640, 360), 8, 8),      # a full-resolution tracker (mask provider)
+])
+def test_the_margin_is_never_below_the_trackers_edge_uncertainty(size, mask_size, asked, expected):
+    from gpu_consumers.engine.masktrack import MaskTrack, encode_mask
+    from gpu_consumers.engine.render import effective_margin
+
+    mask = np.zeros(mask_size[::-1], np.uint8)
+    track = MaskTrack(*size, *mask_size, [encode_mask(mask)], [1.0], [False])
+    assert effective_margin(asked, track) == expected
+
+
+def test_rendering_grows_the_mask_by_the_effective_margin(tmp_path):
+    """At 1280x720 (tracked at 320x180) a pixel 15 px beyond the mask is blurred: the 8 px
+    asked for would leave it untouched."""
+    from gpu_consumers.engine.masktrack import MaskTrack, encode_mask
+    from gpu_consumers.engine.render import EffectOptions, iter_rendered
+    from gpu_consumers.engine.video_io import VideoReader
+
+    clip = make_sample_clip(tmp_path / "hd.mp4", seconds=0.12, width=1280, height=720, audio=False)
+    small = np.zeros((180, 320), np.uint8)
+    small[80:100, 150:170] = 255  # full-res x 600..679, y 320..399
+    n = probe(clip).frame_count
+    track = MaskTrack(1280, 720, 320, 180, [encode_mask(small)] * n, [1.0] * n, [False] * n)
+    opts = EffectOptions(mode="fill", margin_px=8, feather_px=0, fill_color_bgr=(255, 0, 255))
+    with VideoReader(clip) as reader:
+        original = next(reader.video_frames()).image
+    _, _, out, _ = next(iter_rendered(clip, track, opts, 0, 1))
+    assert tuple(out[360, 679 + 15]) == (255, 0, 255)        # within 20 px: filled
+    assert np.array_equal(out[360, 679 + 30], original[360, 679 + 30])  # beyond 20 + feather: untouched

@@ -49,7 +49,7 @@ export function Options({ value, onChange }: { value: EffectOptions; onChange: (
           Safety margin: <strong>{value.marginPx} px</strong>
           <input type="range" min={0} max={64} step={1} value={value.marginPx} onChange={(e) => onChange({ ...value, marginPx: Number(e.target.value) })} aria-describedby="margin-hint" />
           <span className="hint" id="margin-hint">
-            How far beyond the object's edge the effect reaches.
+            How far beyond the object's edge the effect reaches (never less than the tracker's precision: about 10 px at 360p, 20 px at 720p).
           </span>
         </label>
       </div>
