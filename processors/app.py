@@ -47,6 +47,7 @@ from typing import Any
 
 import faust
 import structlog
+from faust.serializers import codecs
 
 from schemas import serde
 from schemas.topics import DLQ, RETRY, load_topic_specs, schema_by_topic
@@ -109,8 +110,68 @@ def topic(name: str) -> faust.TopicT:
 
 
 def json_schema() -> faust.Schema:
-    """Table keys and values as JSON (job snapshots, quota counts, video metadata)."""
+    """Table keys and values as JSON (quota counts, video metadata)."""
     return faust.Schema(key_type=str, value_type=None, key_serializer="json", value_serializer="json")
+
+
+class AvroCodec(codecs.Codec):
+    """A Faust codec for the values of one of our topics: ``schemas.serde`` (Avro single-object
+    encoding; any released writer schema is read into the current one), as every service reads them."""
+
+    def __init__(self, schema: str, children: Any = None) -> None:
+        super().__init__(children=children, schema=schema)  # kwargs: what clone() passes on
+
+    def _dumps(self, record: Any) -> bytes:
+        return serde.encode(self.kwargs["schema"], record)
+
+    def _loads(self, data: bytes) -> Any:
+        return serde.decode(self.kwargs["schema"], data)
+
+
+class PublishedTable(faust.Table):
+    """A table whose changelog is one of our own topics, and whose records the owning agent writes.
+
+    The topic's event *is* the changelog record: the agent sets an entry (with no await between
+    reading and writing it, the usual rule) and then ``publish``-es it, one record per change
+    instead of Faust's changelog record plus the agent's event. Faust still treats the topic as
+    this table's changelog: it rebuilds the table from it at start and after a rebalance (a null
+    value, e.g. the API's tombstone, removes the entry), and its assignor gives a worker the same
+    partition numbers of the topic as of the agent's inputs, so the topic has their partition
+    count (Faust checks). ``publish`` writes to the partition of the event being processed, as a
+    Faust changelog does; the inputs are keyed like the table and every producer partitions with
+    murmur2, so that is also the key's partition, where a compacted topic needs each key.
+
+    What Faust's own changelog would add and this does not: a persistent store's record of the
+    offsets it holds (``on_changelog_sent``); with the memory store the table always rebuilds from
+    the start of the topic, as it did from its own changelog.
+    """
+
+    topic_name: str = ""  # logical name of the changelog topic (schemas.topics)
+
+    def on_key_set(self, key: Any, value: Any) -> None:
+        self._sensor_on_set(self, key, value)  # no Faust changelog record: ``publish`` writes it
+
+    def on_key_del(self, key: Any) -> None:
+        self._sensor_on_del(self, key)
+
+    async def publish(self, key: str) -> None:
+        """Produce ``key``'s entry (a tombstone when it has none) as its changelog record, without
+        waiting for the ack (Faust flushes the producer before it commits the input's offset)."""
+        await emit(self.topic_name, key, self.data.get(key), wait=False, partition=self.partition_for_key(key))
+
+
+def published_table(name: str, topic_name: str) -> PublishedTable:
+    """A ``PublishedTable`` whose changelog is our topic ``topic_name`` (keys: the Kafka key as
+    text; values: the topic's Avro records), which Faust never declares (infra/topics.toml does)."""
+    value_codec = AvroCodec(schema_by_topic()[topic_name])
+    changelog = app.topic(settings.topic(topic_name), key_type=str, value_type=None, key_serializer="raw",
+                          value_serializer=value_codec, partitions=_partitions[topic_name], internal=False)
+    table = PublishedTable(app, name=name, default=None, partitions=_partitions[topic_name], changelog_topic=changelog,
+                           key_type=str, value_type=None, beacon=app.tables.beacon)
+    table.topic_name = topic_name
+    # Faust picks JSON for a str key type; these are only used should Faust itself send a record.
+    table.key_serializer, table.value_serializer = "raw", value_codec
+    return app.tables.add(table)  # type: ignore[return-value]
 
 
 def decode(name: str, value: bytes) -> dict[str, Any]:

@@ -2,8 +2,11 @@
 
 It folds requested, progress and completed events (all keyed by job_id and co-partitioned)
 into the latest snapshot per job with the rules of ``status_fold`` and writes the snapshot
-to ``tapmask.job.status.v1`` whenever it changes. Its table (changelog-backed) holds the
-snapshots so a restarted worker resumes where it stopped.
+to ``tapmask.job.status.v1`` whenever it changes. Its table holds the snapshots, and the
+status topic is that table's changelog (``processors.app.PublishedTable``): each change is one
+record, the Avro ``JobStatus`` keyed by job_id that the API's view and every other reader
+read, and a restarted worker rebuilds the table from the same records (a tombstone the API
+wrote for a deleted video's job removes the job from the table too).
 
 A change that a user should hear about (job started, completed, failed, interrupted) also
 goes out on ``tapmask.notification.v1`` with an id derived from (job, kind, attempt), so a
@@ -22,7 +25,7 @@ import json
 
 import structlog
 
-from processors.app import app, emit, guarded, handler, json_schema, stable_id, topic
+from processors.app import app, emit, guarded, handler, published_table, stable_id, topic
 from processors.status_fold import fold, notifications
 from schemas.topics import JOB_COMPLETED, JOB_PROGRESS, JOB_STATUS, NOTIFICATION, SEGMENT_REQUESTED
 
@@ -30,7 +33,7 @@ log = structlog.get_logger().bind()  # built once (app.py configured structlog):
 
 KIND_BY_TOPIC = {SEGMENT_REQUESTED: "requested", JOB_PROGRESS: "progress", JOB_COMPLETED: "completed"}
 
-snapshots = app.Table("job-snapshots", default=None, partitions=8, schema=json_schema())
+snapshots = published_table("job-snapshots", JOB_STATUS)
 
 status_inputs = app.topic(
     *[topic(name).get_topic_name() for name in KIND_BY_TOPIC],
@@ -56,10 +59,12 @@ def _folder(kind: str):  # type: ignore[no-untyped-def]
         # (processors/app.py), and must build on this snapshot, not on ``old``.
         snapshots[job_id] = new
         try:
-            await emit(JOB_STATUS, job_id, new, wait=False)
+            # The notifications first: should one fail, no status record is out yet, and the
+            # retry folds the event again from ``old`` (re-sent notifications keep their ids).
             for note_kind, dedup in notifications(old, new):
                 if new["owner_id"]:
                     await emit(NOTIFICATION, new["owner_id"], notification(note_kind, dedup, new, record), wait=False)
+            await snapshots.publish(job_id)  # the status record, which is also the table's changelog
         except BaseException:
             if snapshots.get(job_id) == new:  # not published: let the retry fold this event again
                 if old is None:
