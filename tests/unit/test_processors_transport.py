@@ -1,0 +1,149 @@
+"""The worker consumer's hand-off of a fetched message to the agents' streams
+(``processors.transport._Consumer.wait_first``): the same outcomes as Faust's race of the
+hand-off against a flow suspension, without the tasks when the hand-off finishes at once."""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from processors.app import app
+from processors.transport import _Consumer, _Resumed
+
+
+def consumer(on_message: Callable[[Any], Awaitable[Any]]) -> _Consumer:
+    """A worker consumer (not started) on the running loop, handing messages to ``on_message``."""
+
+    async def nothing(*_: Any) -> None:
+        return None
+
+    assert app.transport.Consumer is _Consumer
+    return _Consumer(app.transport, callback=on_message, on_partitions_revoked=nothing,
+                     on_partitions_assigned=nothing, loop=asyncio.get_running_loop())
+
+
+def run(coro: Any) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # e.g. "coroutine ... was never awaited"
+        return asyncio.run(asyncio.wait_for(coro, 10))
+
+
+def test_a_hand_off_that_finishes_at_once_needs_no_race(monkeypatch: pytest.MonkeyPatch) -> None:
+    handed: list[str] = []
+
+    async def on_message(msg: str) -> str:
+        handed.append(msg)
+        return f"put {msg}"
+
+    async def forbidden(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("Faust's race was used for a hand-off that had finished")
+
+    monkeypatch.setattr(_Consumer.__mro__[1], "wait_first", forbidden)
+
+    async def main() -> Any:
+        c = consumer(on_message)
+        return await c.wait_first(c.callback("m1"), c.suspend_flow.wait())
+
+    res = run(main())
+    assert handed == ["m1"] and res.results == ["put m1"] and not res.stopped
+
+
+def test_a_blocked_hand_off_finishes_when_its_buffer_frees() -> None:
+    async def main() -> Any:
+        room = asyncio.Event()
+
+        async def on_message(msg: str) -> str:
+            await room.wait()  # the stream buffer is full
+            await asyncio.sleep(0)
+            return f"put {msg}"
+
+        c = consumer(on_message)
+        waiting = asyncio.ensure_future(c.wait_first(c.callback("m2"), c.suspend_flow.wait()))
+        await asyncio.sleep(0.01)
+        assert not waiting.done()
+        room.set()
+        return await waiting
+
+    res = run(main())
+    assert res.results == ["put m2"] and not res.stopped
+
+
+def test_a_flow_suspension_ends_a_blocked_hand_off_as_in_faust() -> None:
+    cancelled: list[str] = []
+
+    async def main() -> Any:
+        async def on_message(msg: str) -> None:
+            try:
+                await asyncio.Event().wait()  # blocked for good
+            except asyncio.CancelledError:
+                cancelled.append(msg)
+                raise
+
+        c = consumer(on_message)
+        waiting = asyncio.ensure_future(c.wait_first(c.callback("m3"), c.suspend_flow.wait()))
+        await asyncio.sleep(0.01)
+        c.suspend_flow.set()  # a rebalance begins
+        res = await waiting
+        await asyncio.sleep(0)
+        return res
+
+    res = run(main())
+    assert res.results == [True] and not res.stopped  # the suspension won
+    assert cancelled == ["m3"]  # and the hand-off was cancelled, as in Faust's race
+
+
+def test_a_hand_off_that_raises_at_once_raises() -> None:
+    async def on_message(msg: str) -> None:
+        raise KeyError(msg)
+
+    async def main() -> Any:
+        c = consumer(on_message)
+        return await c.wait_first(c.callback("m4"), c.suspend_flow.wait())
+
+    with pytest.raises(KeyError):
+        run(main())
+
+
+def test_other_waits_go_to_faust_unchanged() -> None:
+    async def main() -> Any:
+        async def other() -> int:
+            await asyncio.sleep(0)
+            return 7
+
+        async def on_message(msg: str) -> None:
+            return None
+
+        c = consumer(on_message)  # a race of something else than the hand-off: Faust's own
+        return await c.wait_first(other(), c.suspend_flow.wait())
+
+    assert run(main()).results == [7]
+
+
+def test_resumed_coroutines_get_values_and_exceptions_as_if_awaited() -> None:
+    async def inner(fut: asyncio.Future[int]) -> int:
+        try:
+            return (await fut) * 2
+        except ValueError:
+            return -1
+
+    async def main() -> list[int]:
+        loop = asyncio.get_running_loop()
+        results = []
+        for outcome in (21, ValueError("boom")):
+            fut: asyncio.Future[int] = loop.create_future()
+            coro = inner(fut)
+            pending = coro.send(None)
+            task = asyncio.ensure_future(_Resumed(coro, pending))
+            await asyncio.sleep(0)
+            if isinstance(outcome, Exception):
+                fut.set_exception(outcome)
+            else:
+                fut.set_result(outcome)
+            results.append(await task)
+        return results
+
+    assert run(main()) == [42, -1]
