@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from .errors import UnsupportedMode
+from .yuv import Yuv420, bgr_to_yuv, chroma_mask
 
 #: Effect modes. "erase" needs neighbouring frames: it is rendered by `render`/`erase`,
 #: not by `apply_effect`.
@@ -59,13 +60,15 @@ def soft_alpha(mask: np.ndarray, margin_px: int, feather_px: int) -> tuple[np.nd
     return alpha, region
 
 
-def _composite(frame: np.ndarray, region: _Region, alpha: np.ndarray, effect: np.ndarray) -> np.ndarray:
-    """Blend `effect` over `frame[region]` with weight `alpha`; a new frame, rest untouched.
+def _composite(frame: np.ndarray, region: _Region, alpha: np.ndarray, effect: np.ndarray,
+               inplace: bool = False) -> np.ndarray:
+    """Blend `effect` over `frame[region]` with weight `alpha`; a new frame (or `frame`
+    itself when `inplace`), the rest untouched.
 
     ``src + (effect - src) * alpha`` in float32, rounded: where alpha is 0 that is `src`
     exactly (bit-identical), where it is 1 `effect` exactly.
     """
-    out = frame.copy()
+    out = frame if inplace else frame.copy()
     src = frame[region].astype(np.float32)
     diff = effect.astype(np.float32)
     cv2.subtract(diff, src, dst=diff)
@@ -80,14 +83,19 @@ def _composite(frame: np.ndarray, region: _Region, alpha: np.ndarray, effect: np
 
 
 def _blend_in_mask(frame: np.ndarray, mask: np.ndarray, margin_px: int, feather_px: int,
-                   effect: Callable[[_Region], np.ndarray]) -> np.ndarray:
+                   effect: Callable[[_Region], np.ndarray], inplace: bool = False) -> np.ndarray:
     """`frame` with ``effect(region)`` (the effect's picture of the region `soft_alpha` can
-    touch) blended in by the feathered, grown mask; an unchanged copy when the mask is empty."""
-    found = soft_alpha(mask, margin_px, feather_px)
+    touch) blended in by the feathered, grown mask; unchanged when the mask is empty (a
+    copy, unless `inplace`)."""
+    return _blend_alpha(frame, soft_alpha(mask, margin_px, feather_px), effect, inplace)
+
+
+def _blend_alpha(frame: np.ndarray, found: tuple[np.ndarray, _Region] | None,
+                 effect: Callable[[_Region], np.ndarray], inplace: bool) -> np.ndarray:
     if found is None:
-        return frame.copy()
+        return frame if inplace else frame.copy()
     alpha, region = found
-    return _composite(frame, region, alpha, effect(region))
+    return _composite(frame, region, alpha, effect(region), inplace)
 
 
 def _padded(region: _Region, pad: int, shape: tuple[int, ...]) -> tuple[_Region, _Region]:
@@ -149,13 +157,38 @@ def apply_blur(
     blurring the whole frame; it writes only inside the region. Large kernels are computed
     on a downscaled crop (`blur_region`).
     """
+    return _blend_in_mask(frame_bgr, mask, margin_px, feather_px, _blurred(frame_bgr, kernel))
+
+
+def _blurred(frame: np.ndarray, kernel: int) -> Callable[[_Region], np.ndarray]:
     kernel = max(3, int(kernel) | 1)
 
     def blurred(region: _Region) -> np.ndarray:
-        outer, inner = _padded(region, kernel // 2, frame_bgr.shape)
-        return blur_region(frame_bgr[outer], kernel)[inner]
+        outer, inner = _padded(region, kernel // 2, frame.shape)
+        return blur_region(frame[outer], kernel)[inner]
 
-    return _blend_in_mask(frame_bgr, mask, margin_px, feather_px, blurred)
+    return blurred
+
+
+def _mosaic(frame: np.ndarray, block_px: int) -> Callable[[_Region], np.ndarray]:
+    block_px = max(1, int(block_px))
+
+    def mosaic(region: _Region) -> np.ndarray:
+        src = frame[region]
+        h, w = src.shape[:2]
+        small = cv2.resize(src, (max(1, round(w / block_px)), max(1, round(h / block_px))), interpolation=cv2.INTER_AREA)
+        return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
+
+    return mosaic
+
+
+def _solid(frame: np.ndarray, color) -> Callable[[_Region], np.ndarray]:  # type: ignore[no-untyped-def]
+    def solid(region: _Region) -> np.ndarray:
+        out = np.empty_like(frame[region])
+        out[...] = color
+        return out
+
+    return solid
 
 
 def apply_pixelate(
@@ -166,15 +199,7 @@ def apply_pixelate(
     feather_px: int = DEFAULT_FEATHER_PX,
 ) -> np.ndarray:
     """Mosaic of `block_px`-sized blocks (each the mean of its pixels) inside the grown mask."""
-    block_px = max(1, int(block_px))
-
-    def mosaic(region: _Region) -> np.ndarray:
-        src = frame_bgr[region]
-        h, w = src.shape[:2]
-        small = cv2.resize(src, (max(1, round(w / block_px)), max(1, round(h / block_px))), interpolation=cv2.INTER_AREA)
-        return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
-
-    return _blend_in_mask(frame_bgr, mask, margin_px, feather_px, mosaic)
+    return _blend_in_mask(frame_bgr, mask, margin_px, feather_px, _mosaic(frame_bgr, block_px))
 
 
 def apply_fill(
@@ -185,12 +210,7 @@ def apply_fill(
     feather_px: int = DEFAULT_FEATHER_PX,
 ) -> np.ndarray:
     """Solid `color_bgr` inside the grown mask."""
-    def solid(region: _Region) -> np.ndarray:
-        out = np.empty_like(frame_bgr[region])
-        out[...] = color_bgr
-        return out
-
-    return _blend_in_mask(frame_bgr, mask, margin_px, feather_px, solid)
+    return _blend_in_mask(frame_bgr, mask, margin_px, feather_px, _solid(frame_bgr, color_bgr))
 
 
 def apply_effect(
@@ -208,12 +228,55 @@ def apply_effect(
 
     "erase" needs the neighbouring frames: see `gpu_consumers.engine.erase.erase_frame`.
     """
-    check_mode(mode)
-    if mode == "erase":
-        raise UnsupportedMode("Erase needs neighbouring frames (engine.render); blur, pixelate and fill work frame by frame.")
+    _check_frame_mode(mode)
     effects: dict[str, Callable[[], np.ndarray]] = {
         "blur": lambda: apply_blur(frame_bgr, mask, blur_kernel, margin_px, feather_px),
         "pixelate": lambda: apply_pixelate(frame_bgr, mask, block_px, margin_px, feather_px),
         "fill": lambda: apply_fill(frame_bgr, mask, fill_color_bgr, margin_px, feather_px),
     }
     return effects[mode]()
+
+
+def _check_frame_mode(mode: str) -> None:
+    check_mode(mode)
+    if mode == "erase":
+        raise UnsupportedMode("Erase needs neighbouring frames (engine.render); blur, pixelate and fill work frame by frame.")
+
+
+def apply_effect_yuv(
+    mode: str,
+    picture: Yuv420,
+    mask: np.ndarray,
+    *,
+    margin_px: int = 8,
+    feather_px: int = DEFAULT_FEATHER_PX,
+    blur_kernel: int = 99,
+    block_px: int = 16,
+    fill_color_bgr: tuple[int, int, int] = (0, 0, 0),
+) -> Yuv420:
+    """`apply_effect` on a picture's own 4:2:0 planes (see `yuv`), *in place*; returns it.
+
+    The luma plane gets exactly what `apply_effect` does to a one-channel picture. The
+    chroma planes (half size) get the same effect at half scale - the mask from
+    `yuv.chroma_mask` (a sample is in it when any pixel it covers is), margin, feather,
+    blur kernel and mosaic blocks halved, rounded up - so the colour is hidden wherever the
+    luma is. Pixels the luma effect does not reach keep their luma exactly; their chroma is
+    kept too except within a pixel or two of that reach (a chroma sample spans 2x2 pixels).
+    A Gaussian commutes with the (affine) colour conversion, so the blur looks like the BGR
+    one (tests/unit/test_engine_effects.py compares them).
+    """
+    _check_frame_mode(mode)
+    fill = bgr_to_yuv(fill_color_bgr)
+
+    def effect(plane: np.ndarray, scale: int, value: int) -> Callable[[_Region], np.ndarray]:
+        if mode == "blur":
+            return _blurred(plane, max(3, (int(blur_kernel) // scale) | 1))
+        if mode == "pixelate":
+            return _mosaic(plane, max(1, int(block_px) // scale))
+        return _solid(plane, value)
+
+    _blend_alpha(picture.y, soft_alpha(mask, margin_px, feather_px), effect(picture.y, 1, fill[0]), True)
+    found = soft_alpha(chroma_mask(mask), -(-margin_px // 2), -(-feather_px // 2))
+    for plane, value in ((picture.u, fill[1]), (picture.v, fill[2])):
+        _blend_alpha(plane, found, effect(plane, 2, value), True)
+    return picture

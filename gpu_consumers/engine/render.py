@@ -32,11 +32,12 @@ import av
 import av.error
 import numpy as np
 
-from .effects import DEFAULT_FEATHER_PX, apply_effect, check_mode
+from .effects import DEFAULT_FEATHER_PX, apply_effect, apply_effect_yuv, check_mode
 from .erase import ERASE_RADIUS, erase_frame, grow_mask
 from .errors import EngineError, JobCancelled
 from .masktrack import MaskTrack
 from .video_io import VideoInfo, VideoReader, VideoWriter, capped_size, probe
+from .yuv import Yuv420
 
 #: Encoder settings of every segment. No B-frames: packets of independently encoded
 #: segments then concatenate with monotonic timestamps and no decode-order overlap.
@@ -94,11 +95,12 @@ def plan_chunks(frame_count: int, chunk_frames: int = DEFAULT_CHUNK_FRAMES) -> l
     return [(s, min(frame_count, s + chunk_frames)) for s in range(0, frame_count, chunk_frames)]
 
 
-def render_frame(options: EffectOptions, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Apply a per-frame effect (blur, pixelate, fill) inside `mask`."""
-    return apply_effect(options.mode, image, mask, margin_px=options.margin_px, feather_px=options.feather_px,
-                        blur_kernel=options.blur_kernel, block_px=options.block_px,
-                        fill_color_bgr=options.fill_color_bgr)
+def render_frame(options: EffectOptions, image: np.ndarray | Yuv420, mask: np.ndarray) -> np.ndarray | Yuv420:
+    """Apply a per-frame effect (blur, pixelate, fill) inside `mask`: on a BGR picture (a new
+    one) or on `Yuv420` planes (in place)."""
+    apply = apply_effect_yuv if isinstance(image, Yuv420) else apply_effect
+    return apply(options.mode, image, mask, margin_px=options.margin_px, feather_px=options.feather_px,
+                 blur_kernel=options.blur_kernel, block_px=options.block_px, fill_color_bgr=options.fill_color_bgr)
 
 
 def iter_rendered(
@@ -110,10 +112,12 @@ def iter_rendered(
     info: VideoInfo | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ):
-    """Yield ``(index, pts, rendered BGR frame, mask)`` for frames ``[start, end)``, in order.
+    """Yield ``(index, pts, rendered picture, mask)`` for frames ``[start, end)``, in order.
 
     This is the exact picture that gets encoded (tests compare it with the input to check
-    that pixels beyond the safety margin are unchanged).
+    that pixels beyond the safety margin are unchanged): the video's own 4:2:0 planes
+    (`Yuv420`) for blur, pixelate and fill on an 8-bit 4:2:0 video (no colour conversion,
+    see `yuv`), else BGR (erase, other pixel formats).
     """
     check_mode(options.mode)
     info = info if info is not None else probe(in_path)
@@ -123,7 +127,7 @@ def iter_rendered(
     grow = options.margin_px + options.feather_px + 1
     first = max(0, start - radius)
     window: deque = deque()  # (DecodedFrame, full mask) for frames first .. current + radius
-    with VideoReader(in_path, info) as reader:
+    with VideoReader(in_path, info, yuv=options.mode != "erase") as reader:
         frames = reader.video_frames(first, track.pts)
         exhausted = False
         for i in range(start, end):

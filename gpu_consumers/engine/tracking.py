@@ -358,7 +358,9 @@ class ClassicTracker(VideoTracker):
     ECC_ITERATIONS = 30
     ECC_EPS = 1e-3
     #: Sparse Lucas-Kanade: how many of the object's pixels it follows, pyramid levels,
-    #: and its per-point iteration cap / convergence threshold (pixels).
+    #: and its per-point iteration cap / convergence threshold (pixels). LK is the tracker's
+    #: largest cost (~1.4 ms a frame at 150 points); 80 points kept the quality clips at
+    #: 640x360 and 1280x720 leak-free but cut the low-contrast clip's IoU at 320x180 to 0.81.
     LK_POINTS = 150
     LK_MAX_LEVEL = 3
     LK_ITERATIONS = 30

@@ -45,6 +45,7 @@ import numpy as np
 
 from .errors import EmptyVideo, EngineError, NoVideoStream, UndecodableVideo
 from .prompts import display_size
+from .yuv import Yuv420
 
 #: Audio codecs copied into the mp4 unchanged. FFmpeg's mp4 muxer also accepts flac, alac,
 #: ac3, eac3 and mp2, but browsers play those unevenly, so they are re-encoded to AAC.
@@ -88,10 +89,11 @@ class VideoInfo:
 
 @dataclass(frozen=True, slots=True)
 class DecodedFrame:
-    """One decoded video frame: `image` is BGR uint8 HxWx3 in coded orientation."""
+    """One decoded video frame: `image` is BGR uint8 HxWx3 in coded orientation, or its own
+    4:2:0 planes (`Yuv420`) from a reader opened with ``yuv=True``."""
 
     index: int
-    image: np.ndarray
+    image: np.ndarray | Yuv420
     pts: int | None
     time_base: Fraction
 
@@ -220,8 +222,11 @@ class VideoReader:
     `VideoWriter.write_audio`. Use as a context manager.
     """
 
-    def __init__(self, path: str | os.PathLike[str], info: VideoInfo | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], info: VideoInfo | None = None, *, yuv: bool = False) -> None:
+        """`yuv`: full-size frames that are 8-bit 4:2:0 at the video's size come as their
+        planes (`Yuv420`, no colour conversion); other frames are BGR as usual."""
         self.path = Path(path)
+        self.yuv = yuv
         self.info = info if info is not None else probe(self.path)
         self._container = _open_input(self.path)
         try:
@@ -243,14 +248,8 @@ class VideoReader:
                         yield packet
                     continue
                 for frame in packet.decode():
-                    image = frame.to_ndarray(
-                        format="bgr24",
-                        width=self.info.width,  # a stream that changes size mid-way is
-                        height=self.info.height,  # scaled back to its first frame's size
-                        src_colorspace=int(frame.colorspace),
-                        src_color_range=int(frame.color_range),
-                    )
-                    yield DecodedFrame(index, image, frame.pts, Fraction(frame.time_base or self.info.time_base))
+                    # A stream that changes size mid-way is scaled back to its first frame's size.
+                    yield self._decoded(frame, index)
                     index += 1
         except av.error.FFmpegError as exc:
             raise UndecodableVideo(
@@ -305,6 +304,10 @@ class VideoReader:
 
     def _decoded(self, frame: av.VideoFrame, index: int, size: tuple[int, int] | None = None) -> DecodedFrame:
         width, height = size if size is not None else (self.info.width, self.info.height)
+        if self.yuv and size is None and (frame.width, frame.height) == (width, height):
+            planes = Yuv420.from_frame(frame)
+            if planes is not None:
+                return DecodedFrame(index, planes, frame.pts, Fraction(frame.time_base or self.info.time_base))
         if size is not None and frame.format.name in ("yuv420p", "yuvj420p") \
                 and (frame.width, frame.height) == (self.info.width, self.info.height) \
                 and frame.width % 2 == 0 and frame.height % 2 == 0:
@@ -418,15 +421,26 @@ class VideoWriter:
         self._audio_out = self._container.add_stream("aac", rate=rate, layout=layout)
         self.audio_mode = "transcode"
 
-    def write_frame(self, image: np.ndarray, pts: int | None, index: int) -> None:
-        """Encode one BGR frame, with the input frame's `pts` (in the input time base).
+    def write_frame(self, image: np.ndarray | Yuv420, pts: int | None, index: int) -> None:
+        """Encode one BGR frame (or `Yuv420` planes), with the input frame's `pts` (in the
+        input time base).
 
-        A frame whose size differs from the writer's is scaled to it (area averaging)."""
+        A frame whose size differs from the writer's is scaled to it (area averaging).
+        Planes of the writer's size and format go to the encoder as they are (they carry the
+        input's colour space and range, which the output declares too)."""
         if pts is None:
             pts = round(index / (self.info.fps * self.info.time_base))
         if self._last_pts is not None and pts <= self._last_pts:
             pts = self._last_pts + 1
         self._last_pts = pts
+        if isinstance(image, Yuv420):
+            frame = image.to_frame()
+            scale = (frame.width, frame.height) != (self.width, self.height)
+            if scale or self.pix_fmt != "yuv420p":
+                frame = frame.reformat(width=self.width, height=self.height, format=self.pix_fmt,
+                                       interpolation="AREA" if scale else None)
+            self._encode(frame, pts, index)
+            return
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
         scale = (frame.width, frame.height) != (self.width, self.height)
         frame = frame.reformat(
@@ -437,6 +451,9 @@ class VideoWriter:
             dst_color_range=self.info.color_range,
             interpolation="AREA" if scale else None,
         )
+        self._encode(frame, pts, index)
+
+    def _encode(self, frame: av.VideoFrame, pts: int, index: int) -> None:
         frame.pts = pts
         frame.time_base = self.info.time_base
         try:

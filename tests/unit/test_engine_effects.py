@@ -121,3 +121,47 @@ def test_large_kernel_blur_matches_the_full_size_gaussian_and_hides_detail():
     assert frame[inside].astype(np.float32).std(axis=0).max() > 80
     far = _distance_to_mask(mask) > MARGIN + FEATHER + 1
     assert np.array_equal(out[far], frame[far])
+
+
+def _yuv_of(frame_bgr: np.ndarray):
+    from gpu_consumers.engine.yuv import Yuv420
+
+    flat = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2YUV_I420).reshape(-1)
+    ys, cs = H * W, (H // 2) * (W // 2)
+    return Yuv420(flat[:ys].reshape(H, W).copy(), flat[ys:ys + cs].reshape(H // 2, W // 2).copy(),
+                  flat[ys + cs:].reshape(H // 2, W // 2).copy())
+
+
+@pytest.mark.parametrize("mode", FRAME_MODES)
+def test_effects_on_the_videos_own_planes_touch_only_the_reach(mode, frame, mask):
+    """apply_effect_yuv: luma beyond the reach bit-identical, chroma 2 px further out too,
+    and the object's pixels changed in luma and colour."""
+    from gpu_consumers.engine.effects import apply_effect_yuv
+
+    smooth = cv2.GaussianBlur(frame, (0, 0), 3)  # chroma subsampling of pure noise says little
+    picture = _yuv_of(smooth)
+    before = picture.copy()
+    out = apply_effect_yuv(mode, picture, mask, margin_px=MARGIN, feather_px=FEATHER, blur_kernel=99,
+                           fill_color_bgr=(0, 0, 255))
+    assert out is picture  # in place: the renderer's own decoded copy
+    dist = _distance_to_mask(mask)
+    far = dist > MARGIN + FEATHER + 1
+    assert np.array_equal(out.y[far], before.y[far])
+    far_c = cv2.resize((dist > MARGIN + FEATHER + 3).astype(np.uint8), (W // 2, H // 2), interpolation=cv2.INTER_NEAREST) > 0
+    assert np.array_equal(out.u[far_c], before.u[far_c]) and np.array_equal(out.v[far_c], before.v[far_c])
+    inside = mask > 0
+    changed = np.abs(out.to_bgr()[inside].astype(int) - before.to_bgr()[inside]).mean()
+    assert changed > 2
+
+
+def test_blur_on_planes_looks_like_the_bgr_blur(frame, mask):
+    """A Gaussian commutes with the colour conversion: blurring the planes (chroma at half
+    scale) gives the BGR blur's picture to within a few levels inside the object."""
+    from gpu_consumers.engine.effects import apply_effect_yuv
+
+    smooth = cv2.GaussianBlur(frame, (0, 0), 2)
+    picture = _yuv_of(smooth)
+    via_planes = apply_effect_yuv("blur", picture, mask, margin_px=MARGIN, feather_px=FEATHER).to_bgr()
+    via_bgr = _yuv_of(apply_effect("blur", smooth, mask, margin_px=MARGIN, feather_px=FEATHER)).to_bgr()
+    inside = mask > 0
+    assert np.abs(via_planes[inside].astype(int) - via_bgr[inside]).mean() < 3
