@@ -2,7 +2,8 @@
 
 For each size: frames per second of a plain decode + encode of the clip (the engine's own
 `VideoReader` and `VideoWriter`, so the same decoder and encoder settings: libx264 CRF 18
-veryfast, frame threads, no B-frames, audio copied), then of
+veryfast, sliced threads, no B-frames, audio copied; frames handed from decoder to encoder
+as decoded, no colour conversion), then of
 `process_video` in blur and erase mode (tracking included, end to end), best of
 `--repeat` interleaved runs each, and the ratios
 (targets: blur >= 0.5, erase >= 0.2). Then the peak RSS of a subprocess that runs blur
