@@ -16,11 +16,13 @@ and no GPU consumer), stores one small clip in S3 and lets validation probe it, 
 
 Pro-tier requests (quota counts nothing for Pro; a free user would be refused after 5), all
 from the bench video's owner (validation checks ownership), produced with the API's producer
-settings. Prints measured figures only; targets are for the reader: ≥ 1,000 req/s sustained,
-p99 < 250 ms at 200 req/s. Measured on 2 shared cores (bench/README.md): s3 engine 699–788
-req/s to job.queued, p99 1.8–2.5 s at 200 req/s (Tansu serialises one S3 write per partition
-batch); memory engine 917–1,050 req/s to job.queued (709–819 to the status snapshot), p99
-request → job.queued 186–223 ms at 200 req/s.
+settings. Prints measured figures only, with the CPU per request of the worker, Tansu (and
+SeaweedFS on s3) in each phase; targets are for the reader: ≥ 1,000 req/s sustained, p99 <
+250 ms at 200 req/s. Measured on 2 shared cores, 2026-11-21 evening (bench/README.md, round 2):
+memory engine 813–1,105 req/s to job.queued (731–976 to the status snapshot; 1,146–1,167
+with 10,000-request bursts), p99 request → job.queued 148–191 ms at 200 req/s; s3 engine
+1,133–1,244 req/s to job.queued, p99 1.6–2.9 s at 200 req/s (Tansu writes one S3 object per
+partition batch, one after another).
 """
 
 from __future__ import annotations
@@ -82,6 +84,28 @@ class Watcher(threading.Thread):
         self.c.close()
 
 
+class CpuMeter:
+    """CPU seconds (user + system, from /proc) that named processes use between start and stop."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = {k: v for k, v in pids.items() if v}
+        self.tick = os.sysconf("SC_CLK_TCK")
+        self.at: dict[str, float] = {}
+
+    def _now(self, pid: int) -> float:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) / self.tick  # utime, stime
+
+    def start(self) -> None:
+        self.at = {k: self._now(p) for k, p in self.pids.items()}
+
+    def stop(self) -> dict[str, float]:
+        return {k: self._now(p) - self.at[k] for k, p in self.pids.items()}
+
+
 def request(video_id: str, owner: str) -> dict[str, Any]:
     return envelope() | {
         "job_id": uuid.uuid4().hex, "video_id": video_id, "owner_id": owner, "tier": "pro",
@@ -105,8 +129,11 @@ def run(args: argparse.Namespace) -> None:
     dev = DevStack(settings)
     specs = [s for s in service_specs(settings, dev.logs_dir) if s.name == "processors"]
     t0 = time.perf_counter()
-    dev.up(specs)
-    print(f"stack up in {time.perf_counter() - t0:.1f}s (broker storage: {args.storage}; {os.cpu_count()} CPUs)")
+    info = dev.up(specs)
+    print(f"stack up in {time.perf_counter() - t0:.1f}s (broker storage: {args.storage}; {os.cpu_count()} CPUs; "
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())})")
+    cpu = CpuMeter({"worker": info.pids["processors"], "broker": info.pids.get("tansu", 0),
+                    "s3": info.pids.get("seaweedfs", 0) if args.storage == "s3" else 0})
     try:
         clip = make_sample_clip(home / "tiny.mp4", seconds=0.4, width=160, height=96, audio=False)
         video_id = uuid.uuid4().hex
@@ -157,7 +184,9 @@ def run(args: argparse.Namespace) -> None:
         wait_for({r["job_id"] for r in warm}, status, 120)
 
         # 1. sustained
+        idle_before = idle_cpu(cpu, 3.0)
         burst = [request(video_id, owner) for _ in range(args.burst)]
+        cpu.start()
         t_start = time.perf_counter()
         for r in burst:
             send(r)
@@ -165,6 +194,8 @@ def run(args: argparse.Namespace) -> None:
         t_produced = time.perf_counter()
         ids = {r["job_id"] for r in burst}
         wait_for(ids, status, args.timeout)
+        wait_for(ids, queued, 10)  # the status can be read back before its job.queued event
+        used = cpu.stop()
         got_q = [queued.seen[j] for j in ids if j in queued.seen]
         got_s = [status.seen[j] for j in ids if j in status.seen]
         print(f"\nsustained: {args.burst} requests produced in {t_produced - t_start:.2f}s "
@@ -175,11 +206,17 @@ def run(args: argparse.Namespace) -> None:
         if got_s:
             print(f"  status (queued): {len(got_s)}/{args.burst} in {max(got_s) - t_start:.2f}s = "
                   f"{len(got_s) / (max(got_s) - t_start):.0f} req/s")
-        time.sleep(2.0)
+        print("  CPU per request: " + ", ".join(f"{k} {v / args.burst * 1000:.2f} ms" for k, v in used.items()))
+        time.sleep(1.0)
+        idle_after = idle_cpu(cpu, 3.0)
+        print("idle (no requests; the bench's watchers polling): CPU before the burst " + ", ".join(
+            f"{k} {v:.0f} %" for k, v in idle_before.items()) + "; after it " + ", ".join(
+            f"{k} {v:.0f} %" for k, v in idle_after.items()))
 
         # 2. latency at a fixed rate
         n = int(args.rate * args.seconds)
         sent: dict[str, float] = {}
+        cpu.start()
         t_begin = time.perf_counter()
         for i in range(n):
             due = t_begin + i / args.rate
@@ -190,6 +227,8 @@ def run(args: argparse.Namespace) -> None:
             send(rec)
         prod.flush(60)
         wait_for(set(sent), status, args.timeout)
+        wait_for(set(sent), queued, 10)
+        used = cpu.stop()
         lat_q = [(queued.seen[j] - t) * 1000 for j, t in sent.items() if j in queued.seen]
         lat_s = [(status.seen[j] - t) * 1000 for j, t in sent.items() if j in status.seen]
         print(f"\nlatency at {args.rate} req/s for {args.seconds}s ({n} requests):")
@@ -197,6 +236,7 @@ def run(args: argparse.Namespace) -> None:
             if lat:
                 print(f"  {label:26s} n={len(lat)}  p50 {statistics.median(lat):.0f} ms  p99 {pct(lat, 99):.0f} ms  "
                       f"max {max(lat):.0f} ms")
+        print("  CPU per request: " + ", ".join(f"{k} {v / n * 1000:.2f} ms" for k, v in used.items()))
         for w in (queued, status):
             w.stop.set()
             w.join(5)
@@ -204,6 +244,13 @@ def run(args: argparse.Namespace) -> None:
         del prod
     finally:
         dev.down()
+
+
+def idle_cpu(cpu: CpuMeter, seconds: float) -> dict[str, float]:
+    """Percent of a core each measured process uses over ``seconds`` with nothing produced."""
+    cpu.start()
+    time.sleep(seconds)
+    return {k: v / seconds * 100 for k, v in cpu.stop().items()}
 
 
 def wait_for(ids: set[str], watcher: Watcher, timeout_s: float) -> None:
