@@ -229,18 +229,23 @@ def apply_effect(
     "erase" needs the neighbouring frames: see `gpu_consumers.engine.erase.erase_frame`.
     """
     _check_frame_mode(mode)
-    effects: dict[str, Callable[[], np.ndarray]] = {
-        "blur": lambda: apply_blur(frame_bgr, mask, blur_kernel, margin_px, feather_px),
-        "pixelate": lambda: apply_pixelate(frame_bgr, mask, block_px, margin_px, feather_px),
-        "fill": lambda: apply_fill(frame_bgr, mask, fill_color_bgr, margin_px, feather_px),
-    }
-    return effects[mode]()
+    effect = _effect_of(mode, frame_bgr, blur_kernel, block_px, fill_color_bgr)
+    return _blend_in_mask(frame_bgr, mask, margin_px, feather_px, effect)
 
 
 def _check_frame_mode(mode: str) -> None:
     check_mode(mode)
     if mode == "erase":
         raise UnsupportedMode("Erase needs neighbouring frames (engine.render); blur, pixelate and fill work frame by frame.")
+
+
+def _effect_of(mode: str, picture: np.ndarray, blur_kernel: int, block_px: int, fill) -> Callable[[_Region], np.ndarray]:  # type: ignore[no-untyped-def]
+    """The picture-of-a-region function of frame mode `mode` on `picture` (a frame or a plane)."""
+    if mode == "blur":
+        return _blurred(picture, blur_kernel)
+    if mode == "pixelate":
+        return _mosaic(picture, block_px)
+    return _solid(picture, fill)
 
 
 def apply_effect_yuv(
@@ -267,16 +272,10 @@ def apply_effect_yuv(
     """
     _check_frame_mode(mode)
     fill = bgr_to_yuv(fill_color_bgr)
-
-    def effect(plane: np.ndarray, scale: int, value: int) -> Callable[[_Region], np.ndarray]:
-        if mode == "blur":
-            return _blurred(plane, max(3, (int(blur_kernel) // scale) | 1))
-        if mode == "pixelate":
-            return _mosaic(plane, max(1, int(block_px) // scale))
-        return _solid(plane, value)
-
-    _blend_alpha(picture.y, soft_alpha(mask, margin_px, feather_px), effect(picture.y, 1, fill[0]), True)
+    luma = _effect_of(mode, picture.y, blur_kernel, block_px, fill[0])
+    _blend_alpha(picture.y, soft_alpha(mask, margin_px, feather_px), luma, True)
     found = soft_alpha(chroma_mask(mask), -(-margin_px // 2), -(-feather_px // 2))
     for plane, value in ((picture.u, fill[1]), (picture.v, fill[2])):
-        _blend_alpha(plane, found, effect(plane, 2, value), True)
+        chroma = _effect_of(mode, plane, int(blur_kernel) // 2, int(block_px) // 2, value)
+        _blend_alpha(plane, found, chroma, True)
     return picture

@@ -688,8 +688,8 @@ class ClassicTracker(VideoTracker):
             vis = cv2.dilate(vis.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))) > 0
         if is_lost and st.lost_for <= self.HINT_COVER_AFTER_LOSS:
             # Just lost (hidden, or leaving the picture): a sliver may still show. Cover the
-            # whole predicted shape for the first frames, then (with a colour model that
-            # separates the object) the predicted shape near object-coloured pixels in it.
+            # predicted shape near object-coloured pixels in it, with a lower bar for the first
+            # frames; with a weak colour model, all of it for the first frames only.
             predicted = cv2.warpAffine(st.ref, st.pose, (w, h), flags=cv2.INTER_NEAREST) > 127
             if self._alpha < 0.3:
                 if st.lost_for <= self.COVER_AFTER_LOSS:

@@ -304,32 +304,24 @@ class VideoReader:
 
     def _decoded(self, frame: av.VideoFrame, index: int, size: tuple[int, int] | None = None) -> DecodedFrame:
         width, height = size if size is not None else (self.info.width, self.info.height)
-        if self.yuv and size is None and (frame.width, frame.height) == (width, height):
-            planes = Yuv420.from_frame(frame)
-            if planes is not None:
-                return DecodedFrame(index, planes, frame.pts, Fraction(frame.time_base or self.info.time_base))
-        if size is not None and frame.format.name in ("yuv420p", "yuvj420p") \
-                and (frame.width, frame.height) == (self.info.width, self.info.height) \
-                and frame.width % 2 == 0 and frame.height % 2 == 0:
+        time_base = Fraction(frame.time_base or self.info.time_base)
+        # The frame's own 4:2:0 planes, when it has them at the video's size.
+        native = (frame.width, frame.height) == (self.info.width, self.info.height)
+        planes = Yuv420.from_frame(frame) if native and (size is not None or self.yuv) else None
+        if planes is not None and size is None:
+            return DecodedFrame(index, planes, frame.pts, time_base)
+        if planes is not None:
             # Small frames for tracking: scale the Y, U and V planes (no full-size colour
             # conversion), then convert the small picture. BT.601 maths: close enough to
             # the true colours for tracking, and much cheaper.
-            w, h = frame.width, frame.height
-            flat = frame.to_ndarray().reshape(-1)  # Y (h x w), then U and V (h/2 x w/2 each)
-            ys, cs = w * h, (w // 2) * (h // 2)
-            if flat.size == ys + 2 * cs:
-                y = flat[:ys].reshape(h, w)
-                u = flat[ys:ys + cs].reshape(h // 2, w // 2)
-                v = flat[ys + cs:ys + 2 * cs].reshape(h // 2, w // 2)
-                small = [cv2.resize(p, size, interpolation=cv2.INTER_AREA) for p in (y, u, v)]
-                image = cv2.cvtColor(cv2.merge(small), cv2.COLOR_YUV2BGR)
-                return DecodedFrame(index, image, frame.pts, Fraction(frame.time_base or self.info.time_base))
+            small = [cv2.resize(p, size, interpolation=cv2.INTER_AREA) for p in (planes.y, planes.u, planes.v)]
+            return DecodedFrame(index, cv2.cvtColor(cv2.merge(small), cv2.COLOR_YUV2BGR), frame.pts, time_base)
         image = frame.to_ndarray(
             format="bgr24", width=width, height=height,
             src_colorspace=int(frame.colorspace), src_color_range=int(frame.color_range),
             interpolation="AREA" if size is not None else None,
         )
-        return DecodedFrame(index, image, frame.pts, Fraction(frame.time_base or self.info.time_base))
+        return DecodedFrame(index, image, frame.pts, time_base)
 
     def close(self) -> None:
         """Release the input file."""
