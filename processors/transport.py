@@ -17,17 +17,86 @@ runs that coroutine up to its first suspension; finished, there is nothing to wa
 same outcome the race would have had, as nothing else could happen meanwhile); suspended, it
 races the rest of it against a flow suspension exactly as Faust does. About a tenth of the
 worker's CPU under load (bench/README.md).
+
+And it makes the table-recovery highwater trustworthy on Tansu (``_ConsumerThread._highwaters``).
+Faust rebuilds a table after a rebalance by reading its changelog partitions up to the end
+offsets that ListOffsets(latest) answers, and declares recovery done there. Tansu 0.6's
+object-store engines (memory://, s3://) answer that request wrongly: they list the partition's
+batch objects, take the one with the newest last-modified time and answer *its base offset
++ 1* (tansu-storage ``dynostore.rs`` ``list_offsets``). So the records after the first of the
+last batch are never counted, and on S3 (SeaweedFS keeps last-modified to the second; a tie
+keeps the first object listed, the lowest offset) a partition whose batches were all written
+within one second answers 1 whatever it holds. Faust then declared the table rebuilt after the
+first record; what it had fetched beyond stayed in its recovery buffer, unapplied until the
+next rebalance, so the jobs it took over folded into empty snapshots (the quota table's counts
+likewise). Measured: 10 records in 4 quick batches → 1 on s3, 7 on memory. The
+high watermark in a Fetch response comes from the partition's watermark record, which Tansu
+keeps right (10). So the recovery highwater is the larger of the two answers; on Apache Kafka
+both are the log end offset and nothing changes (one small fetch per broker per recovery).
 """
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Generator
+import asyncio
+from collections import defaultdict
+from collections.abc import Coroutine, Generator, Mapping
 from typing import Any
 
+import structlog
+from aiokafka.protocol.fetch import FetchRequest
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 from mode.services import WaitResults
 
 from tapmask.settings import get_settings
+
+log = structlog.get_logger()
+
+READ_UNCOMMITTED = 0
+# A Fetch that must answer at once: wait 1 ms at most for no data at all. (Tansu 0.6 answers a
+# Fetch with max_wait 0 with no partitions; Apache Kafka answers any of these at once.)
+_PROBE_WAIT_MS = 1
+
+
+async def fetched_high_watermarks(client: Any, offsets: Mapping[TP, int]) -> dict[TP, int]:
+    """The high watermark each partition's leader reports in a Fetch at ``offsets[tp]``.
+
+    ``client`` is an aiokafka ``AIOKafkaClient``. One request per leader, at most one byte a
+    partition (a broker may still send the first batch). A partition that answers with an error,
+    or has no known leader, is left out: the caller keeps what it had for it.
+    """
+    by_node: dict[int, dict[str, list[tuple[int, int, int]]]] = defaultdict(lambda: defaultdict(list))
+    wanted: dict[tuple[str, int], TP] = {}
+    for tp, offset in offsets.items():
+        node = client.cluster.leader_for_partition(tp)
+        if node is None or node < 0 or offset is None or offset < 0:
+            continue
+        by_node[node][tp.topic].append((tp.partition, offset, 1))
+        wanted[(tp.topic, tp.partition)] = tp
+
+    async def one(node: int, topics: dict[str, list[tuple[int, int, int]]]) -> Any:
+        return await client.send(node, FetchRequest(_PROBE_WAIT_MS, 0, 1, READ_UNCOMMITTED, list(topics.items())))
+
+    found: dict[TP, int] = {}
+    for response in await asyncio.gather(*(one(n, t) for n, t in by_node.items())):
+        for topic, partitions in response.topics:
+            for partition, error_code, highwater, *_ in partitions:
+                tp = wanted.get((topic, partition))
+                if tp is not None and error_code == 0 and highwater is not None and highwater >= 0:
+                    found[tp] = highwater
+    return found
+
+
+async def guarded_end_offsets(client: Any, listed: Mapping[TP, int]) -> dict[TP, int]:
+    """``listed`` (ListOffsets answers), raised to the Fetch high watermark where that is larger."""
+    fetched = await fetched_high_watermarks(client, listed)
+    out = dict(listed)
+    for tp, highwater in fetched.items():
+        if out.get(tp) is None or highwater > out[tp]:
+            log.info("recovery.highwater_raised", topic=tp.topic, partition=tp.partition,
+                     list_offsets=out.get(tp), fetch_high_watermark=highwater)
+            out[tp] = highwater
+    return out
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -36,6 +105,14 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # aiokafka reads this when it builds its fetcher in start(), which comes next.
         consumer._fetch_max_wait_ms = get_settings().kafka_fetch_max_wait_ms
         return consumer
+
+    async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
+        """End offsets for table recovery (Faust's ``highwaters``), guarded against Tansu's
+        ListOffsets answer (module docstring): the larger of it and the Fetch high watermark."""
+        listed = await super()._highwaters(partitions)
+        if self.consumer.in_transaction:  # last stable offsets: not what a Fetch reports
+            return listed
+        return await guarded_end_offsets(self._ensure_consumer()._client, listed)
 
 
 class _Consumer(faust_aiokafka.Consumer):

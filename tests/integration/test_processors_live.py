@@ -20,7 +20,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from schemas import serde
 from schemas.topics import DLQ, JOB_STATUS, NOTIFICATION, RETRY, SEGMENT_REQUESTED, VIDEO_UPLOADED, VIDEO_VALIDATED, \
-    schema_by_topic
+    load_topic_specs, schema_by_topic
 from tapmask.events import EventProducer, envelope, producer_config
 from tapmask.samples import make_sample_clip
 from tapmask.settings import Settings
@@ -272,3 +272,153 @@ def test_librdkafka_and_aiokafka_put_a_key_on_the_same_partition(stack: Any, sta
     partitioner = DefaultPartitioner()
     assert {k: partitioner(k, list(range(n)), list(range(n))) for k in keys} == got
     assert len(set(got.values())) > 1
+
+
+def wait_status(settings: Settings, job_ids: list[str], done: Callable[[dict[str, Any]], bool],
+                timeout_s: float = 90.0) -> dict[str, dict[str, Any]]:
+    """The latest status snapshot of each job, once every one satisfies ``done`` (or the timeout)."""
+    reader = TopicReader(settings, JOB_STATUS)
+    try:
+        recs = reader.wait(lambda rs: len(latest(rs, job_ids)) == len(job_ids)
+                           and all(done(s) for s in latest(rs, job_ids).values()), timeout_s)
+    finally:
+        reader.close()
+    return latest(recs, job_ids)
+
+
+def job_ids_on_every_partition(partitions: int, per_partition: int) -> list[str]:
+    """Fresh job ids, ``per_partition`` of them on each partition (murmur2, as every producer here)."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    part = DefaultPartitioner()
+    ids: list[list[str]] = [[] for _ in range(partitions)]
+    while any(len(b) < per_partition for b in ids):
+        j = uuid.uuid4().hex
+        bucket = ids[part(j.encode(), list(range(partitions)), list(range(partitions)))]
+        if len(bucket) < per_partition:
+            bucket.append(j)
+    return [j for bucket in ids for j in bucket]
+
+
+class Worker:
+    """One Faust worker process (``python -m processors worker``) with the test's own settings
+    (its own topic prefix and app id: its own consumer group), in a folder of its own."""
+
+    def __init__(self, settings: Settings, folder: Path, name: str) -> None:
+        import subprocess
+        import sys
+
+        from gpu_consumers.harness import REPO_ROOT, env_of
+
+        folder.mkdir(parents=True, exist_ok=True)
+        self.log = folder / f"{name}.log"
+        env = env_of(settings, PYTHONPATH=str(REPO_ROOT))
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "processors", "worker", "--loglevel", "info",
+                                          "--without-web"], cwd=folder, env=env, stdout=out,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_ready(self, timeout_s: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while "[^Worker]: Ready" not in self.text():
+            assert self.proc.poll() is None and time.monotonic() < deadline, self.text()[-3000:]
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        """SIGTERM (Faust leaves the group), then SIGKILL of its process group if it lingers."""
+        import os
+        import signal
+        import subprocess
+
+        if self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+
+def test_workers_rebuild_the_status_table_from_the_status_topic_after_rebalances(
+        stack: Any, stack_settings: Settings, tmp_path: Path) -> None:
+    """The status agent's snapshot table has the status topic as its changelog. A second worker
+    joins (it rebuilds the partitions it is given from the topic), later the first one leaves
+    (the second rebuilds the rest); after each, a job's next event must fold into the snapshot
+    made before, not into an empty one.
+
+    What it guards (processors/transport.py): Tansu's ListOffsets(latest) answers the base
+    offset of a partition's newest batch object + 1, and on S3 a partition written within one
+    second answers 1 whatever it holds. Faust's recovery read up to that, declared the table
+    rebuilt, and left what it fetched beyond in its buffer, unapplied until the next rebalance:
+    a job folded in between started from an empty snapshot. So several status records per
+    partition are written in one burst, and half of the jobs get their next event between the
+    two rebalances, the other half after the second.
+
+    Isolated from the shared stack: its own topic prefix (topics and Valkey keys) and Faust app
+    id (consumer group, Faust's own changelog topics), its own two workers, both stopped at the
+    end; the stack's worker never sees these events. Jobs are made of progress events only (no
+    request: nothing runs them): 40 % tracking, then a failed completion, which carries neither
+    the percent nor the frames done nor the creation time."""
+    from gpu_consumers.harness import isolated
+    from schemas.topics import JOB_COMPLETED, JOB_PROGRESS
+    from tapmask.events import job_failed
+
+    run = uuid.uuid4().hex[:6]
+    settings = isolated(stack_settings, "rebuild", faust_app_id=f"tapmask-rebuild-{run}")
+    partitions = next(t.partitions for t in load_topic_specs() if t.name == JOB_STATUS)
+    user, started_at = f"rebuild-{run}", int(time.time() * 1000) - 60_000
+    producer = EventProducer(settings)
+
+    def progress(job_ids: list[str]) -> None:
+        producer.publish_many([(JOB_PROGRESS, j, envelope() | {
+            "job_id": j, "attempt": 1, "state": "tracking", "percent": 40.0, "frames_done": 4, "frames_total": 10,
+            "worker_id": "test", "message": None, "max_output_height": None, "occurred_at": started_at})
+            for j in job_ids])
+
+    def settle() -> None:
+        """Wait until the group has settled and works: a fresh event is folded on every partition
+        (Faust holds the agents' streams until their partitions' tables are rebuilt)."""
+        probe = job_ids_on_every_partition(partitions, 1)
+        progress(probe)
+        snaps = wait_status(settings, probe, lambda s: s["state"] == "tracking", 120)
+        assert len(snaps) == len(probe), "the workers did not settle"
+
+    def fail(job_ids: list[str]) -> dict[str, dict[str, Any]]:
+        producer.publish_many([(JOB_COMPLETED, j, job_failed({"job_id": j, "owner_id": user, "video_id": "v"},
+                                                             "engine_error", "test: failed after a rebuild"))
+                               for j in job_ids])
+        return wait_status(settings, job_ids, lambda s: s["state"] == "failed")
+
+    per_partition = 6  # several status records on each partition, in one burst
+    jobs = job_ids_on_every_partition(partitions, per_partition)
+    halves = jobs[0::2], jobs[1::2]  # both halves on every partition
+    first = Worker(settings, tmp_path / "first", "worker-1")
+    second: Worker | None = None
+    try:
+        first.wait_ready()
+        progress(jobs)
+        before = wait_status(settings, jobs, lambda s: s["state"] == "tracking")
+        assert all(before[j]["percent"] == 40.0 and before[j]["created_at"] == started_at for j in jobs), before
+
+        second = Worker(settings, tmp_path / "second", "worker-2")
+        second.wait_ready()
+        settle()  # the partitions are shared now; the second worker rebuilt its own from the status topic
+        after = fail(halves[0])
+        first.stop()
+        settle()  # the second worker has them all, the first one's rebuilt too
+        assert second.proc.poll() is None, second.text()[-3000:]
+        after |= fail(halves[1])
+    finally:
+        producer.close()
+        for worker in (first, second):
+            if worker is not None:
+                worker.stop()
+    assert all(after[j]["state"] == "failed" and after[j]["error_code"] == "engine_error" for j in jobs), after
+    # Folded into the snapshot from before the rebalances: the completion carries none of these.
+    lost = {j: (after[j]["percent"], after[j]["frames_done"], after[j]["created_at"]) for j in jobs
+            if (after[j]["percent"], after[j]["frames_done"], after[j]["created_at"]) != (40.0, 4, started_at)}
+    assert not lost, f"{len(lost)} of {len(jobs)} jobs folded into an empty snapshot: {lost}"

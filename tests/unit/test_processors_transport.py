@@ -1,6 +1,7 @@
 """The worker consumer's hand-off of a fetched message to the agents' streams
 (``processors.transport._Consumer.wait_first``): the same outcomes as Faust's race of the
-hand-off against a flow suspension, without the tasks when the hand-off finishes at once."""
+hand-off against a flow suspension, without the tasks when the hand-off finishes at once; and
+the table-recovery end offsets, guarded against Tansu's ListOffsets answer."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from faust.types import TP
 
 from processors.app import app
-from processors.transport import _Consumer, _Resumed
+from processors.transport import _Consumer, _Resumed, guarded_end_offsets
 
 
 def consumer(on_message: Callable[[Any], Awaitable[Any]]) -> _Consumer:
@@ -147,3 +149,41 @@ def test_resumed_coroutines_get_values_and_exceptions_as_if_awaited() -> None:
         return results
 
     assert run(main()) == [42, -1]
+
+
+class FakeClient:
+    """An aiokafka client stand-in: partition leaders, and Fetch answers with set high watermarks
+    (partition -> (error code, high watermark)) per topic; records the requests sent."""
+
+    def __init__(self, leaders: dict[TP, int | None], answers: dict[str, dict[int, tuple[int, int]]]) -> None:
+        self.cluster = self
+        self.leaders, self.answers, self.sent = leaders, answers, []
+
+    def leader_for_partition(self, tp: TP) -> int | None:
+        return self.leaders.get(tp)
+
+    async def send(self, node: int, request: Any) -> Any:
+        self.sent.append((node, request))
+        topics = [(topic, [(p, *self.answers[topic][p], -1) for p, _offset, _max in parts])
+                  for topic, parts in request.topics]
+        return type("Response", (), {"topics": topics})()
+
+
+def test_the_recovery_end_offset_is_raised_to_the_fetch_high_watermark() -> None:
+    """Tansu answers ListOffsets(latest) with the newest batch object's base offset + 1 (1 for a
+    partition written within one second on S3); the Fetch high watermark is right: the larger wins."""
+    a0, a1, b0, lost = TP("a", 0), TP("a", 1), TP("b", 0), TP("b", 1)
+    client = FakeClient({a0: 1, a1: 1, b0: 2, lost: None},
+                        {"a": {0: (0, 10), 1: (0, 4)}, "b": {0: (6, 99)}})  # b0: NOT_LEADER error
+    listed = {a0: 1, a1: 4, b0: 3, lost: 5}
+    got = run(guarded_end_offsets(client, listed))
+    assert got == {a0: 10, a1: 4, b0: 3, lost: 5}
+    # One Fetch per leader, at the listed offsets (never past the end on Apache Kafka), one byte a partition.
+    assert sorted((node, req.topics) for node, req in client.sent) == [
+        (1, [("a", [(0, 1, 1), (1, 4, 1)])]), (2, [("b", [(0, 3, 1)])])]
+    assert all(req._max_bytes == 1 and req._min_bytes == 0 for _, req in client.sent)
+
+
+def test_an_answer_below_the_listed_offset_changes_nothing() -> None:
+    tp = TP("a", 0)
+    assert run(guarded_end_offsets(FakeClient({tp: 1}, {"a": {0: (0, 3)}}), {tp: 7})) == {tp: 7}
