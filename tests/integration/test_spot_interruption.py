@@ -23,10 +23,10 @@ from tapmask.storage import s3_client
 pytestmark = pytest.mark.integration
 
 
-def _wait(cond, timeout: float, what: str) -> None:
+def _wait(cond, timeout: float, what: str, context=lambda: "") -> None:
     deadline = time.monotonic() + timeout
     while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}\n{context()}"
         time.sleep(0.05)
 
 
@@ -36,7 +36,10 @@ def test_interrupted_job_moves_to_another_consumer_and_resumes(how: str, stack, 
     settings = h.isolated(stack_settings, f"spot-{how}", consumer_idle_timeout_s=0.0, progress_interval_s=0.5,
                           consumer_chunk_frames=2, spot_poll_interval_s=0.1,
                           consumer_commit_log=str(tmp_path / "commits.jsonl"))
-    clip = make_sample_clip(tmp_path / "clip.mp4", seconds=2.0, width=160, height=96, fps=25, audio=False)
+    # 8 s in 2-frame chunks: 100 checkpointed segments, so the job is still far from done when
+    # the notice arrives even if this process is descheduled for a while (a 2-s clip could
+    # finish, and be committed, between the first checkpoint and the notice on a busy CI box).
+    clip = make_sample_clip(tmp_path / "clip.mp4", seconds=8.0, width=160, height=96, fps=25, audio=False)
     source = h.upload_clip(settings, clip)
     x, y = sample_object_center(0, 160, 96, 25)
     spec = h.job_spec(source, x, y)
@@ -62,8 +65,10 @@ def test_interrupted_job_moves_to_another_consumer_and_resumes(how: str, stack, 
         else:
             first.kill(signal.SIGTERM)
         assert first.wait(30) == 0, first.log_text()[-2000:]
+        assert "job.committed" not in first.log_text(), "the job finished before the notice: the clip is too short"
         left_after = time.monotonic() - t_notice
-        _wait(lambda: "job.start" in other.log_text(), 60, "the other consumer to take the job")
+        _wait(lambda: "job.start" in other.log_text(), 60, "the other consumer to take the job",
+              lambda: other.log_text()[-3000:])
         taken_after = time.monotonic() - t_notice
         _wait(lambda: "job.committed" in other.log_text(), 90, "the other consumer to finish")
         print(f"{how}: left the group {left_after:.2f}s after the notice, job running again after {taken_after:.2f}s")
