@@ -8,6 +8,7 @@ Public entry point: `process_video`. Pieces, one job per module:
                weights), `ProviderTracker` (wraps a streaming `MaskProvider`);
 * `masktrack`- `MaskTrack`: every frame's mask + confidence + lost flag, compact, save/load;
 * `livetrack`- `LiveTrack`: final masks published while tracking runs (render alongside);
+* `trackchild`- `TrackingChild`: the tracking pass in a child process feeding a `LiveTrack`;
 * `render`   - pass 2: `render_segment` (frames [start, end) -> encoded segment),
                `join_segments` (+ audio), `plan_chunks`, `render_video`;
 * `erase`    - background from neighbouring frames along the camera motion + inpainting;

@@ -9,9 +9,11 @@ exactly as `MaskTrack.full_mask` computes it from the finished track, so a frame
 from the live track is bit-identical to one rendered after tracking
 (tests/unit/test_engine_pipeline.py checks it).
 
-`process_video` uses it to run the tracker in a thread and render (decode, effect, encode)
-in the caller's thread at the same time (blur, pixelate and fill; erase needs the camera
-motion, which is estimated at the end of tracking).
+A tracker that estimates the camera's motion (erase) publishes each frame's motion with its
+mask, and `motion_between` answers as `MaskTrack.motion_between` does (same function).
+
+`process_video` uses it to run the tracker in a child process or a thread and render
+(decode, effect, encode) in the caller's thread at the same time, in every mode.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import threading
 
 import numpy as np
 
-from .masktrack import upsample_mask
+from .masktrack import motion_product, upsample_mask
 
 
 class LiveTrackFailed(RuntimeError):
@@ -37,6 +39,8 @@ class LiveTrack:
         self._pts: list[int | None] = []
         self._small: list[np.ndarray | None] = []
         self._ready = 0
+        self._motion: list[np.ndarray] = []
+        self._inverses: dict[int, np.ndarray] = {}
         self._failed: BaseException | None = None
 
     # -- tracker side ---------------------------------------------------------------------
@@ -48,13 +52,17 @@ class LiveTrack:
             self._small = [None] * len(pts)
             self._cond.notify_all()
 
-    def publish(self, upto: int, masks: list) -> None:
+    def publish(self, upto: int, masks: list, motions: list | None = None) -> None:
         """Frames ``[0, upto)`` have final masks; `masks[i]` is frame i's tracking-resolution
-        mask (bool, or uint8 0/255). Only frames not published before are read."""
+        mask (bool, or uint8 0/255); `motions[i]` (when the tracker estimates the camera's
+        motion) its full-resolution 3x3 motion from frame i-1. Only frames not published
+        before are read."""
         with self._cond:
             for i in range(self._ready, upto):
                 m = masks[i]
                 self._small[i] = np.where(m > 0, 255, 0).astype(np.uint8)
+                if motions is not None:
+                    self._motion.append(np.asarray(motions[i], np.float32))
             self._ready = max(self._ready, upto)
             self._cond.notify_all()
 
@@ -64,7 +72,9 @@ class LiveTrack:
         with self._cond:
             if self._count is None:
                 self._count, self._pts, self._small = len(track), list(track.pts), [None] * len(track)
-        self.publish(len(track), _SmallMasks(track))
+            if len(self._motion) < self._ready:  # a tracker that published masks only
+                self._motion = [np.asarray(m, np.float32) for m in track.motion[:self._ready]]
+        self.publish(len(track), _SmallMasks(track), track.motion)
 
     def fail(self, exc: BaseException) -> None:
         """The pass ended with `exc`: wake every reader (they raise `LiveTrackFailed`)."""
@@ -101,6 +111,13 @@ class LiveTrack:
         """Height of the tracking-resolution masks (blocks until the first one is published)."""
         self._wait(lambda: self._ready > 0)
         return int(self._small[0].shape[0])
+
+    def motion_between(self, src: int, dst: int) -> np.ndarray:
+        """Homography from frame `src` to frame `dst` (full resolution), once both frames'
+        motions are known (blocks: until the track is finished, for a tracker that does not
+        publish motions)."""
+        self._wait(lambda: len(self._motion) > max(src, dst))
+        return motion_product(lambda k: self._motion[k], self._inverses, src, dst)
 
     def full_mask(self, index: int) -> np.ndarray:
         """Mask of frame `index` at the video's coded size, once it is final (blocks)."""

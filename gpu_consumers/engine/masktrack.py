@@ -22,7 +22,7 @@ import io
 import json
 import os
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -48,6 +48,24 @@ def decode_mask(data: bytes) -> np.ndarray:
     h, w = (int(v) for v in np.frombuffer(data[:8], "<u4"))
     bits = np.frombuffer(zlib.decompress(data[8:]), np.uint8)
     return (np.unpackbits(bits, count=h * w).reshape(h, w) * 255).astype(np.uint8)
+
+
+def motion_product(motion_of: Callable[[int], np.ndarray], inverses: dict[int, np.ndarray],
+                   src: int, dst: int) -> np.ndarray:
+    """Homography from frame `src` to frame `dst` given each frame's motion from the frame
+    before (`motion_of(k)`); `inverses` caches inverted motions. `MaskTrack` and `LiveTrack`
+    both use it, so a live render warps exactly as one after tracking."""
+    h = np.eye(3, dtype=np.float64)
+    if dst > src:
+        for k in range(src + 1, dst + 1):
+            h = motion_of(k).astype(np.float64) @ h
+    else:
+        for k in range(src, dst, -1):
+            inv = inverses.get(k)
+            if inv is None:
+                inv = inverses[k] = np.linalg.inv(motion_of(k).astype(np.float64))
+            h = inv @ h
+    return h
 
 
 def upsample_mask(small: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -169,21 +187,7 @@ class MaskTrack:
         The product of the per-frame motions between them (computed the same way whatever
         else was asked before, so results do not depend on chunking).
         """
-        h = np.eye(3, dtype=np.float64)
-        if dst > src:
-            for k in range(src + 1, dst + 1):
-                h = self.motion[k].astype(np.float64) @ h
-        else:
-            for k in range(src, dst, -1):
-                h = self._inverse(k) @ h
-        return h
-
-    def _inverse(self, k: int) -> np.ndarray:
-        cache = self.__dict__.setdefault("_inv_cache", {})
-        inv = cache.get(k)
-        if inv is None:
-            inv = cache[k] = np.linalg.inv(self.motion[k].astype(np.float64))
-        return inv
+        return motion_product(lambda k: self.motion[k], self.__dict__.setdefault("_inv_cache", {}), src, dst)
 
     # -- masks out ----------------------------------------------------------------------
     def write_masks(self, folder: str | os.PathLike[str], progress=None,

@@ -9,9 +9,10 @@ also drive chunk by chunk (see `render`):
    input's audio, stage ``"processing"`` (`STAGE_PROCESSING`), whose `done` counts frames
    rendered and encoded.
 
-`process_video` runs the two at once for blur, pixelate and fill: the tracker works in a
-thread and publishes each frame's mask once it is final (`livetrack.LiveTrack`), and
-rendering follows it frame by frame; the frames are the same as rendering after tracking.
+`process_video` runs the two at once: the tracker works in a child process (`trackchild`;
+a thread for short videos and for trackers that cannot) and publishes each frame's mask, and
+for erase the camera's motion, once it is final (`livetrack.LiveTrack`), and rendering
+follows it frame by frame; the frames are the same as rendering after tracking.
 
 Progress is reported at the start of each stage (0), at most every `PROGRESS_INTERVAL_S`,
 and at its end with ``done == total``. Frames are decoded and encoded one at a time; only
@@ -40,15 +41,19 @@ from .masks import MaskProvider
 from .masktrack import MaskTrack
 from .prompts import Prompt, prompt_to_coded
 from .render import DEFAULT_CHUNK_FRAMES, EffectOptions, render_video
+from .trackchild import TrackingChild, worth_a_child
 from .tracking import STAGE_TRACKING, ClassicTracker, ProviderTracker, VideoTracker
 from .video_io import VideoInfo, probe
 
 STAGE_PROCESSING = "processing"
 PROGRESS_INTERVAL_S = 0.5
-#: Render while tracking runs (blur, pixelate, fill); see `process_video`. On a machine
-#: with idle cores the two passes overlap; on a saturated one (bench/README.md) it neither
-#: gains nor loses measurably. False: track, then render (same output).
+#: Render while tracking runs (blur, pixelate, fill); see `process_video`. False: track,
+#: then render (same output).
 OVERLAP = True
+#: When overlapping, run a tracker that allows it (`VideoTracker.runs_in_child_process`) in
+#: a child process rather than a thread: the two loops then no longer share one GIL
+#: (`trackchild`: at 640x360 about 5 ms a frame instead of 7.4 in two threads). False: a thread.
+TRACK_IN_CHILD = True
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -221,12 +226,16 @@ def process_video(
     options = EffectOptions(mode=mode, margin_px=margin_px, feather_px=feather_px, blur_kernel=blur_kernel,
                             crf=crf, preset=preset, max_output_height=max_output_height)
     out_w, out_h = options.output_size(info)
-    validate_prompt(prompt, info)  # before any thread starts: a bad prompt fails at once
-    # Blur, pixelate and fill render each frame from its own mask: the tracker runs in a
-    # thread and publishes final masks (`LiveTrack`) while this thread decodes, renders and
-    # encodes the frames whose masks are final. Erase needs the camera motion, estimated at
-    # the end of tracking, so it renders after it. Either way the frames are the same.
-    feed = LiveTrack(info.width, info.height) if mode != "erase" and OVERLAP else None
+    coded = validate_prompt(prompt, info)  # before any thread starts: a bad prompt fails at once
+    # The tracker runs in a child process (or a thread) and publishes final masks, and for
+    # erase the camera's motion, as it goes (`LiveTrack`), while this thread decodes,
+    # renders and encodes the frames whose masks (and, for erase, neighbours) are final.
+    # Either way the frames are the same as rendering after tracking.
+    feed = LiveTrack(info.width, info.height) if OVERLAP else None
+    child = None
+    if (feed is not None and TRACK_IN_CHILD and getattr(tracker, "runs_in_child_process", False)
+            and worth_a_child(info.frame_count)):
+        child = TrackingChild(tracker, in_path, info, coded).start()
     lock = threading.Lock()
     tracked = threading.Event()
     stop = threading.Event()
@@ -244,8 +253,11 @@ def process_video(
         t0 = time.perf_counter()
         try:
             report_locked(STAGE_TRACKING, 0, info.frame_count)
-            track = track_video(in_path, prompt, tracker=tracker, info=info, progress=report_locked,
-                                should_cancel=cancelled, feed=feed)
+            if child is not None:
+                track = child.run(feed, progress=report_locked, should_cancel=cancelled)
+            else:
+                track = track_video(in_path, prompt, tracker=tracker, info=info, progress=report_locked,
+                                    should_cancel=cancelled, feed=feed)
             box["track"] = track
             if feed is not None:
                 feed.finish(track)
@@ -276,8 +288,8 @@ def process_video(
     t = time.perf_counter()
     # With tracking and rendering in two threads (plus the decoder's and x264's), OpenCV's
     # own pool only adds CPU on the small regions the engine works on (measured at 640x360:
-    # blur took 1.24 instead of 1.59 CPU-seconds for the same wall time); erase, which
-    # renders after tracking, keeps it (its warps gain from it).
+    # blur took 1.24 instead of 1.59 CPU-seconds for the same wall time); erase keeps it
+    # (its warps gain from it).
     thread.start()
     with _opencv_threads(1 if mode != "erase" else None):
         try:

@@ -55,6 +55,11 @@ STAGE_TRACKING = "tracking"
 class VideoTracker(ABC):
     """Prompt -> one mask per frame. Implementations: `ClassicTracker`, `ProviderTracker`."""
 
+    #: True when `process_video` may run `track` in a child process beside the renderer
+    #: (`trackchild`): the tracker pickles, needs no device or model shared with this
+    #: process, and costs enough CPU for a second process to pay.
+    runs_in_child_process: bool = False
+
     @abstractmethod
     def track(
         self,
@@ -398,6 +403,16 @@ class ClassicTracker(VideoTracker):
         self.jpeg_quality = jpeg_quality
         self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
 
+    runs_in_child_process = True
+
+    def __getstate__(self) -> dict:
+        """Everything but the DIS object (it does not pickle) and the per-track caches."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_dis", "_jpeg", "_cache")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+
     # -- small frames ---------------------------------------------------------------------
     def _small_size(self, info: VideoInfo) -> tuple[int, int]:
         scale = min(1.0, self.max_side / max(info.width, info.height))
@@ -474,13 +489,28 @@ class ClassicTracker(VideoTracker):
         passed[k] = True
         final = [0]
 
+        # Camera motion (erase): frame i's motion needs the final masks of frames i-1 and i
+        # (the object is left out of the background's flow), so it is computed as frames
+        # become final and published with them; the values do not depend on when.
+        full_scale = np.diag([1 / sx, 1 / sy, 1.0])
+        motion_full: list[np.ndarray] = []
+        camera = _CameraMotion(self._load) if self.camera_motion else None
+
+        def motions_upto(r: int) -> list[np.ndarray] | None:
+            if camera is None:
+                return None
+            while len(motion_full) < r:
+                m = camera.motion(len(motion_full), masks)
+                motion_full.append((full_scale @ m @ np.linalg.inv(full_scale)).astype(np.float32))
+            return motion_full
+
         def publish() -> None:
             r = final[0]
             while r < n and passed[r] and not lost[r]:
                 r += 1
             if r > final[0]:
                 final[0] = r
-                feed.publish(r, masks)
+                feed.publish(r, masks, motions_upto(r))
 
         def tick(i: int) -> None:
             done[0] += 1
@@ -507,19 +537,17 @@ class ClassicTracker(VideoTracker):
                     st = self._new_state(self._load(i), masks[i])
                     self._run(i, -direction, st, masks, conf, lost, n, tick, overwrite=False)
         if feed is not None:
-            feed.publish(n, masks)  # every mask is final now
-
-        if self.camera_motion:
-            motion = self._camera_motion(masks, n, info, tick)
+            feed.publish(n, masks, motions_upto(n))  # every mask is final now
+        if camera is not None:
+            motions_upto(n)
+            motion = np.stack(motion_full)
         else:
-            motion = [np.eye(3)] * n
-        full_scale = np.diag([1 / sx, 1 / sy, 1.0])
-        motion_full = np.stack([full_scale @ m @ np.linalg.inv(full_scale) for m in motion]).astype(np.float32)
+            motion = np.repeat(np.eye(3, dtype=np.float32)[None], n, axis=0)
         pngs = [encode_mask(np.where(m, 255, 0).astype(np.uint8)) for m in masks]
         if progress is not None:
             progress(STAGE_TRACKING, 3 * n, 3 * n)
         self._jpeg, self._cache = [], {}
-        return MaskTrack(info.width, info.height, sw, sh, pngs, conf, lost, pts, motion_full,
+        return MaskTrack(info.width, info.height, sw, sh, pngs, conf, lost, pts, motion,
                          Fraction(info.time_base), meta={"tracker": "ClassicTracker", "prompt_frame": k,
                                                  "camera_motion": self.camera_motion})
 
@@ -962,32 +990,37 @@ class ClassicTracker(VideoTracker):
         st.velocity = _IDENT.copy()
         return pose
 
-    # -- camera motion (for erase) -----------------------------------------------------------
-    def _camera_motion(self, masks, n: int, info: VideoInfo, tick) -> list[np.ndarray]:
-        motion = [np.eye(3)]
-        prev = cv2.cvtColor(self._load(0), cv2.COLOR_BGR2GRAY)
-        h, w = prev.shape
-        gy, gx = np.mgrid[4:h - 4:12, 4:w - 4:12]  # ~350 points at 320x180: plenty for 8 parameters
-        grid = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9))
-        for i in range(1, n):
-            cur = cv2.cvtColor(self._load(i), cv2.COLOR_BGR2GRAY)
-            blocked = np.zeros((h, w), np.uint8)
-            for j in (i - 1, i):
-                if masks[j] is not None:
-                    blocked |= cv2.dilate(masks[j].astype(np.uint8), kernel)
-            ok = blocked[grid[:, 1].astype(int), grid[:, 0].astype(int)] == 0
-            pts = grid[ok]
-            m = np.eye(3)
-            if len(pts) >= 12:
-                nxt, st, _ = cv2.calcOpticalFlowPyrLK(prev, cur, pts.reshape(-1, 1, 2), None, winSize=(15, 15),
-                                                      maxLevel=3)
-                good = st.ravel() == 1
-                if good.sum() >= 12:
-                    a, b = pts[good], nxt.reshape(-1, 2)[good]
-                    hm, inl = cv2.findHomography(a, b, cv2.RANSAC, 1.0)
-                    if hm is not None and inl is not None and inl.sum() >= 10:
-                        m = hm
-            motion.append(m)
-            prev = cur
-        return motion
+
+class _CameraMotion:
+    """The camera's motion between consecutive small frames (for erase): a homography fitted
+    by RANSAC to the sparse LK flow of a grid of background points, the object (both
+    frames' masks, dilated) left out. Frames are asked for in order, 0, 1, 2, ..."""
+
+    def __init__(self, load: Callable[[int], np.ndarray]) -> None:
+        self.load = load
+        self.prev: np.ndarray | None = None
+        self.kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9))
+
+    def motion(self, i: int, masks: list) -> np.ndarray:
+        """Homography from small frame i-1 to frame i (identity for frame 0 or too few points)."""
+        cur = cv2.cvtColor(self.load(i), cv2.COLOR_BGR2GRAY)
+        prev, self.prev = self.prev, cur
+        if i == 0 or prev is None:
+            h, w = cur.shape
+            gy, gx = np.mgrid[4:h - 4:12, 4:w - 4:12]  # ~350 points at 320x180: plenty for 8 parameters
+            self.grid = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)
+            return np.eye(3)
+        grid = self.grid
+        blocked = np.zeros(cur.shape, np.uint8)
+        for j in (i - 1, i):
+            if masks[j] is not None:
+                blocked |= cv2.dilate(masks[j].astype(np.uint8), self.kernel)
+        pts = grid[blocked[grid[:, 1].astype(int), grid[:, 0].astype(int)] == 0]
+        if len(pts) >= 12:
+            nxt, st, _ = cv2.calcOpticalFlowPyrLK(prev, cur, pts.reshape(-1, 1, 2), None, winSize=(15, 15), maxLevel=3)
+            good = st.ravel() == 1
+            if good.sum() >= 12:
+                hm, inl = cv2.findHomography(pts[good], nxt.reshape(-1, 2)[good], cv2.RANSAC, 1.0)
+                if hm is not None and inl is not None and inl.sum() >= 10:
+                    return hm
+        return np.eye(3)

@@ -1,0 +1,118 @@
+"""Tracking in a child process (`engine.trackchild`): the same masks and frames as in a
+thread, the child's errors raised in the caller, cancellation honoured, no child left."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+
+import av
+import numpy as np
+import pytest
+
+from gpu_consumers.engine import ClassicTracker, EngineError, JobCancelled, Point, Prompt, pipeline, process_video, trackchild
+from gpu_consumers.engine.livetrack import LiveTrack
+from gpu_consumers.engine.video_io import probe
+from tapmask.synthetic import make_gt_clip
+
+
+class BrokenTracker(ClassicTracker):
+    """Decodes nothing, announces 10 frames, then fails (module level: it must pickle)."""
+
+    def track(self, *args, feed=None, **kwargs):
+        feed.start([None] * 10)
+        raise EngineError("tracker broke")
+
+
+@pytest.fixture
+def occlusion(tmp_path):
+    return make_gt_clip(tmp_path / "occ.mp4", "occlusion", 160, 96, 40)
+
+
+@pytest.fixture
+def always_child(monkeypatch):
+    monkeypatch.setattr(trackchild, "MIN_FRAMES_TO_START_SERVER", 0)
+
+
+def _frames(path) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="yuv420p") for f in c.decode(video=0)]
+
+
+def test_the_child_publishes_the_masks_a_thread_computes(occlusion):
+    info = probe(occlusion.path)
+    x, y, f = occlusion.click
+    prompt = Prompt([Point(x, y, f)])
+    here = ClassicTracker(camera_motion=False).track(occlusion.path, info, prompt)
+    feed = LiveTrack(info.width, info.height)
+    seen: list[tuple[str, int, int]] = []
+    child = trackchild.TrackingChild(ClassicTracker(camera_motion=False), occlusion.path, info, prompt).start()
+    assert child is not None
+    proc = child.proc
+    there = child.run(feed, progress=lambda *a: seen.append(a))
+    assert not proc.is_alive()
+    assert here.lost_frames() and there.lost_frames() == here.lost_frames()
+    assert np.array_equal(there.confidence, here.confidence)
+    for i in range(len(here)):
+        assert np.array_equal(feed.full_mask(i), here.full_mask(i)), f"frame {i}"
+    assert seen and seen[-1][0] == "tracking"
+
+
+def test_process_video_gives_the_same_output_with_a_child_or_a_thread(occlusion, tmp_path, always_child, monkeypatch):
+    x, y, f = occlusion.click
+    outs = {}
+    for in_child in (True, False):
+        monkeypatch.setattr(pipeline, "TRACK_IN_CHILD", in_child)
+        outs[in_child] = tmp_path / f"out-{in_child}.mp4"
+        process_video(occlusion.path, outs[in_child], Prompt([Point(x, y, f)]), "blur")
+    a, b = _frames(outs[True]), _frames(outs[False])
+    assert len(a) == len(b) == 40
+    assert all(np.array_equal(p, q) for p, q in zip(a, b))
+
+
+def test_erase_overlapped_with_tracking_gives_the_frames_of_erase_after_tracking(tmp_path, always_child, monkeypatch):
+    """Erase follows the tracker too (masks and camera motion published as they are final):
+    on a panning clip, in a child and in a thread, the frames are those of rendering after."""
+    clip = make_gt_clip(tmp_path / "pan.mp4", "late_click", 160, 96, 30)
+    x, y, f = clip.click
+    outs = {}
+    for name, overlap, in_child in (("child", True, True), ("thread", True, False), ("after", False, False)):
+        monkeypatch.setattr(pipeline, "OVERLAP", overlap)
+        monkeypatch.setattr(pipeline, "TRACK_IN_CHILD", in_child)
+        outs[name] = _frames(tmp_path / f"{name}.mp4") if process_video(
+            clip.path, tmp_path / f"{name}.mp4", Prompt([Point(x, y, f)]), "erase") else None
+    assert len(outs["after"]) == 30
+    for name in ("child", "thread"):
+        assert all(np.array_equal(p, q) for p, q in zip(outs[name], outs["after"])), name
+
+
+def test_a_failure_in_the_child_is_raised_and_leaves_no_output(occlusion, tmp_path, always_child):
+    out = tmp_path / "out.mp4"
+    x, y, f = occlusion.click
+    with pytest.raises(EngineError, match="tracker broke"):
+        process_video(occlusion.path, out, Prompt([Point(x, y, f)]), "blur", tracker=BrokenTracker())
+    assert not out.exists()
+    assert not [p for p in mp.active_children() if p.name == "tapmask-tracker"]
+
+
+def test_cancelling_stops_the_child(occlusion, tmp_path, always_child):
+    out = tmp_path / "out.mp4"
+    x, y, f = occlusion.click
+    calls = [0]
+
+    def cancel() -> bool:
+        calls[0] += 1
+        return calls[0] > 3
+
+    with pytest.raises(JobCancelled):
+        process_video(occlusion.path, out, Prompt([Point(x, y, f)]), "blur", should_cancel=cancel)
+    assert not out.exists()
+    assert not [p for p in mp.active_children() if p.name == "tapmask-tracker"]
+
+
+def test_an_unpicklable_tracker_is_not_sent_to_a_child(occlusion):
+    class Local(ClassicTracker):  # defined in a function: does not pickle
+        pass
+
+    info = probe(occlusion.path)
+    x, y, f = occlusion.click
+    assert trackchild.TrackingChild(Local(), occlusion.path, info, Prompt([Point(x, y, f)])).start() is None
