@@ -72,9 +72,9 @@ class LiveTrack:
         with self._cond:
             if self._count is None:
                 self._count, self._pts, self._small = len(track), list(track.pts), [None] * len(track)
-            if len(self._motion) < self._ready:  # a tracker that published masks only
-                self._motion = [np.asarray(m, np.float32) for m in track.motion[:self._ready]]
-        self.publish(len(track), _SmallMasks(track), track.motion)
+            if len(self._motion) < len(track):  # motions published for a prefix, or none
+                self._motion = [np.asarray(m, np.float32) for m in track.motion]
+        self.publish(len(track), _SmallMasks(track))
 
     def fail(self, exc: BaseException) -> None:
         """The pass ended with `exc`: wake every reader (they raise `LiveTrackFailed`)."""

@@ -127,8 +127,8 @@ def _context() -> mp.context.BaseContext:
 
 
 class TrackingChild:
-    """One tracking pass in a child process: `start` it (from the thread that will not be the
-    only one for long: the choice of fork needs it), then `run` waits for it."""
+    """One tracking pass in a child process: `start` it, then `run` (in the thread that feeds
+    the renderer) waits for it."""
 
     def __init__(self, tracker: Any, in_path: str | os.PathLike[str], info: VideoInfo, prompt: Prompt) -> None:
         """`prompt` validated, in coded coordinates (as `VideoTracker.track` takes it)."""
@@ -137,7 +137,7 @@ class TrackingChild:
 
     def start(self) -> TrackingChild | None:
         """Start the child process (it begins tracking at once); None when it cannot be
-        started that way (a tracker that does not pickle, where the child is not forked)."""
+        started that way (a tracker that does not pickle: the fork server receives it pickled)."""
         global _server_started
         ctx = _context()
         try:

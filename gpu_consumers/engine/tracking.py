@@ -539,8 +539,7 @@ class ClassicTracker(VideoTracker):
         if feed is not None:
             feed.publish(n, masks, motions_upto(n))  # every mask is final now
         if camera is not None:
-            motions_upto(n)
-            motion = np.stack(motion_full)
+            motion = np.stack(motions_upto(n))
         else:
             motion = np.repeat(np.eye(3, dtype=np.float32)[None], n, axis=0)
         pngs = [encode_mask(np.where(m, 255, 0).astype(np.uint8)) for m in masks]
@@ -999,16 +998,18 @@ class _CameraMotion:
     def __init__(self, load: Callable[[int], np.ndarray]) -> None:
         self.load = load
         self.prev: np.ndarray | None = None
+        self.grid: np.ndarray | None = None  # background sample points, set on frame 0
         self.kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9))
 
     def motion(self, i: int, masks: list) -> np.ndarray:
         """Homography from small frame i-1 to frame i (identity for frame 0 or too few points)."""
         cur = cv2.cvtColor(self.load(i), cv2.COLOR_BGR2GRAY)
         prev, self.prev = self.prev, cur
-        if i == 0 or prev is None:
+        if self.grid is None:
             h, w = cur.shape
             gy, gx = np.mgrid[4:h - 4:12, 4:w - 4:12]  # ~350 points at 320x180: plenty for 8 parameters
             self.grid = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)
+        if i == 0 or prev is None:
             return np.eye(3)
         grid = self.grid
         blocked = np.zeros(cur.shape, np.uint8)
