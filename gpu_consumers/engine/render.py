@@ -33,7 +33,7 @@ import av.error
 import numpy as np
 
 from .effects import DEFAULT_FEATHER_PX, apply_effect, apply_effect_yuv, check_mode
-from .erase import ERASE_RADIUS, erase_frame, grow_mask
+from .erase import ERASE_RADIUS, erase_frame, erase_frame_yuv, grow_mask
 from .errors import EngineError, JobCancelled
 from .masktrack import MaskTrack
 from .video_io import VideoInfo, VideoReader, VideoWriter, capped_size, probe
@@ -116,18 +116,23 @@ def iter_rendered(
 
     This is the exact picture that gets encoded (tests compare it with the input to check
     that pixels beyond the safety margin are unchanged): the video's own 4:2:0 planes
-    (`Yuv420`) for blur, pixelate and fill on an 8-bit 4:2:0 video (no colour conversion,
-    see `yuv`), else BGR (erase, other pixel formats).
+    (`Yuv420`) on an 8-bit 4:2:0 video (no colour conversion, see `yuv`; erase: yuv420p
+    only, not full-range yuvj420p, whose samples OpenCV's BT.601 conversion would clip),
+    else BGR.
     """
     check_mode(options.mode)
     info = info if info is not None else probe(in_path)
     end = min(end, len(track))
     options = replace(options, margin_px=effective_margin(options.margin_px, track))
-    radius = ERASE_RADIUS if options.mode == "erase" else 0
+    erase = options.mode == "erase"
+    radius = ERASE_RADIUS if erase else 0
     grow = options.margin_px + options.feather_px + 1
     first = max(0, start - radius)
-    window: deque = deque()  # (DecodedFrame, full mask) for frames first .. current + radius
-    with VideoReader(in_path, info, yuv=options.mode != "erase") as reader:
+    # (DecodedFrame, full mask, grown mask, BGR picture) for frames first .. current + radius.
+    # Erase warps its neighbours in BGR, so each frame is converted once as it is read; on
+    # 4:2:0 video it is then written back into the frame's own planes (`erase_frame_yuv`).
+    window: deque = deque()
+    with VideoReader(in_path, info, yuv=not erase or info.pix_fmt == "yuv420p") as reader:
         frames = reader.video_frames(first, track.pts)
         exhausted = False
         for i in range(start, end):
@@ -142,16 +147,23 @@ def iter_rendered(
                     exhausted = True
                     break
                 mask = track.full_mask(item.index)
-                window.append((item, mask, grow_mask(mask, grow) if radius else None))
+                if erase:
+                    bgr = item.image.to_bgr() if isinstance(item.image, Yuv420) else item.image
+                    window.append((item, mask, grow_mask(mask, grow), bgr))
+                else:
+                    window.append((item, mask, None, None))
             while window and window[0][0].index < i - radius:
                 window.popleft()
             current = next((w for w in window if w[0].index == i), None)
             if current is None:
                 break  # the file ended early: fewer frames than tracked
-            frame, mask, _ = current
-            if options.mode == "erase":
-                image = erase_frame(i, {w[0].index: (w[0].image, w[1], w[2]) for w in window}, track,
-                                    options.margin_px, options.feather_px)
+            frame, mask = current[:2]
+            if erase:
+                pictures = {w[0].index: (w[3], w[1], w[2]) for w in window}
+                if isinstance(frame.image, Yuv420):
+                    image = erase_frame_yuv(i, frame.image, pictures, track, options.margin_px, options.feather_px)
+                else:
+                    image = erase_frame(i, pictures, track, options.margin_px, options.feather_px)
             else:
                 image = render_frame(options, frame.image, mask)
             yield i, frame.pts, image, mask
