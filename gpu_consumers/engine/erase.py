@@ -76,34 +76,33 @@ def erase_fill(
     if found is None:
         return None
     alpha, region = found
-    rows, cols = region
-    y0, x0 = rows.start, cols.start
-    h, w = alpha.shape
+    y0, x0 = region[0].start, region[1].start
     need = alpha > 0
     filled = image[region].copy()
-    have = np.zeros((h, w), bool)
-    shift = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], np.float64)
+    todo = need.copy()  # still to fill
     grow = margin_px + feather_px + 1
     for j in _neighbour_order(i, set(window) - {i}):
         src, src_mask = window[j][:2]
         grown = window[j][2] if len(window[j]) > 2 else grow_mask(src_mask, grow)
-        m = shift @ track.motion_between(j, i)
-        # The (cheap, one-channel) visibility first: the picture is warped only when this
-        # neighbour has something to give.
-        blocked = cv2.warpPerspective(grown, m, (w, h), flags=cv2.INTER_NEAREST,
-                                      borderMode=cv2.BORDER_CONSTANT, borderValue=255) > 0
-        take = need & ~have & ~blocked
+        # Only the box of what is still to fill is warped (frame j -> frame i, shifted to
+        # the box); the (cheap, one-channel) visibility first, and the picture only when
+        # this neighbour has something to give.
+        bx, by, bw, bh = cv2.boundingRect(todo.view(np.uint8))
+        m = np.array([[1, 0, -x0 - bx], [0, 1, -y0 - by], [0, 0, 1]], np.float64) @ track.motion_between(j, i)
+        box = (slice(by, by + bh), slice(bx, bx + bw))
+        blocked = cv2.warpPerspective(grown, m, (bw, bh), flags=cv2.INTER_NEAREST,
+                                      borderMode=cv2.BORDER_CONSTANT, borderValue=255)
+        take = todo[box] & (blocked == 0)
         if take.any():
-            warped = cv2.warpPerspective(src, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-            filled[take] = warped[take]
-            have |= take
-            if not (need & ~have).any():
+            warped = cv2.warpPerspective(src, m, (bw, bh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+            filled[box][take] = warped[take]
+            todo[box] &= ~take
+            if not todo.any():
                 break
-    missing = need & ~have
-    if missing.any():
+    if todo.any():
         # Inpaint from the known ring around the hole: original pixels outside `need`,
         # borrowed background inside it.
-        inpaint_holes(filled, missing)
+        inpaint_holes(filled, todo)
     return alpha, region, filled
 
 
