@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from .errors import UnsupportedMode
-from .yuv import Yuv420, bgr_to_yuv, chroma_mask
+from .yuv import Yuv420, bgr_to_yuv
 
 #: Effect modes. "erase" needs neighbouring frames: it is rendered by `render`/`erase`,
 #: not by `apply_effect`.
@@ -119,29 +119,37 @@ def gaussian_sigma(kernel: int) -> float:
     return 0.3 * ((kernel - 1) * 0.5 - 1) + 0.8
 
 
-def blur_region(image: np.ndarray, kernel: int) -> np.ndarray:
-    """`image` blurred by a `kernel` x `kernel` Gaussian (OpenCV's default sigma for it).
+def blur_region(image: np.ndarray, kernel: int, inner: _Region | None = None) -> np.ndarray:
+    """`image` blurred by a `kernel` x `kernel` Gaussian (OpenCV's default sigma for it);
+    with `inner`, only that part of the result (the rest of `image` is context it reads).
 
     Large kernels (>= `BLUR_DOWNSCALE_FROM`) work on a copy downscaled by a factor
     ``f = kernel // 24`` (area averaging), blurred with sigma' such that downscale + blur +
     bilinear upscale has the variance of the full-size Gaussian (area: f^2/12, bilinear:
-    f^2/6), then upscaled. A Gaussian this wide keeps nothing finer than ~sigma, so the
+    f^2/6), then upscaled - only over `inner`, with the sample positions a whole-picture
+    resize would use. A Gaussian this wide keeps nothing finer than ~sigma, so the
     result is the full-size blur to within a couple of grey levels (tests/unit/
     test_engine_effects.py). Returns float32 (exact path) or uint8 (downscaled path).
     """
     kernel = max(3, int(kernel) | 1)
     h, w = image.shape[:2]
+    rows, cols = inner if inner is not None else (slice(0, h), slice(0, w))
     factor = kernel // 24 if kernel >= BLUR_DOWNSCALE_FROM else 1
     if factor <= 1 or min(h, w) < 2 * factor:
         # float32: OpenCV's bit-exact uint8 path is ~3x slower for large kernels.
-        return cv2.GaussianBlur(image.astype(np.float32), (kernel, kernel), 0)
+        return cv2.GaussianBlur(image.astype(np.float32), (kernel, kernel), 0)[rows, cols]
     sigma = gaussian_sigma(kernel)
     small_sigma = float(np.sqrt(max(sigma * sigma - factor * factor / 4.0, 0.25))) / factor
     small_kernel = 2 * int(np.ceil(3 * small_sigma)) + 1
     sw, sh = -(-w // factor), -(-h // factor)
     small = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
     small = cv2.GaussianBlur(small, (small_kernel, small_kernel), small_sigma)
-    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    # Bilinear upscale of the inner part only: output pixel (x, y) samples the small picture
+    # at ((x + 0.5) * sw / w - 0.5, ...) as `cv2.resize` does; edges replicated as it clamps.
+    fx, fy = sw / w, sh / h
+    to_small = np.array([[fx, 0, (cols.start + 0.5) * fx - 0.5], [0, fy, (rows.start + 0.5) * fy - 0.5]])
+    return cv2.warpAffine(small, to_small, (cols.stop - cols.start, rows.stop - rows.start),
+                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
 
 
 def apply_blur(
@@ -165,7 +173,7 @@ def _blurred(frame: np.ndarray, kernel: int) -> Callable[[_Region], np.ndarray]:
 
     def blurred(region: _Region) -> np.ndarray:
         outer, inner = _padded(region, kernel // 2, frame.shape)
-        return blur_region(frame[outer], kernel)[inner]
+        return blur_region(frame[outer], kernel, inner)
 
     return blurred
 
@@ -262,20 +270,36 @@ def apply_effect_yuv(
     """`apply_effect` on a picture's own 4:2:0 planes (see `yuv`), *in place*; returns it.
 
     The luma plane gets exactly what `apply_effect` does to a one-channel picture. The
-    chroma planes (half size) get the same effect at half scale - the mask from
-    `yuv.chroma_mask` (a sample is in it when any pixel it covers is), margin, feather,
-    blur kernel and mosaic blocks halved, rounded up - so the colour is hidden wherever the
-    luma is. Pixels the luma effect does not reach keep their luma exactly; their chroma is
-    kept too except within a pixel or two of that reach (a chroma sample spans 2x2 pixels).
+    chroma planes (half size) get the same effect at half scale - blur kernel and mosaic
+    blocks halved, rounded up - blended by `chroma_alpha` (a sample takes the largest weight
+    of the four pixels it covers), so the colour is hidden wherever the luma is. Pixels the
+    luma effect does not reach keep their luma exactly; their chroma is kept too except
+    within a pixel of that reach (a chroma sample spans 2x2 pixels).
     A Gaussian commutes with the (affine) colour conversion, so the blur looks like the BGR
     one (tests/unit/test_engine_effects.py compares them).
     """
     _check_frame_mode(mode)
     fill = bgr_to_yuv(fill_color_bgr)
+    found = soft_alpha(mask, margin_px, feather_px)
+    if found is None:
+        return picture
     luma = _effect_of(mode, picture.y, blur_kernel, block_px, fill[0])
-    _blend_alpha(picture.y, soft_alpha(mask, margin_px, feather_px), luma, True)
-    found = soft_alpha(chroma_mask(mask), -(-margin_px // 2), -(-feather_px // 2))
+    _blend_alpha(picture.y, found, luma, True)
+    half = chroma_alpha(*found, picture.shape)
     for plane, value in ((picture.u, fill[1]), (picture.v, fill[2])):
         chroma = _effect_of(mode, plane, int(blur_kernel) // 2, int(block_px) // 2, value)
-        _blend_alpha(plane, found, chroma, True)
+        _blend_alpha(plane, half, chroma, True)
     return picture
+
+
+def chroma_alpha(alpha: np.ndarray, region: _Region, shape: tuple[int, int]) -> tuple[np.ndarray, _Region]:
+    """The blend weight of the chroma planes of a 4:2:0 picture of `shape` (h, w) from the
+    luma's (`alpha` over `region`, as `soft_alpha` gives them): each chroma sample takes the
+    largest weight of the 2x2 pixels it covers; returns it and its region of the half-size
+    planes."""
+    rows, cols = region
+    r0, c0 = rows.start // 2 * 2, cols.start // 2 * 2
+    r1, c1 = min(shape[0], -(-rows.stop // 2) * 2), min(shape[1], -(-cols.stop // 2) * 2)
+    padded = np.pad(alpha, ((rows.start - r0, r1 - rows.stop), (cols.start - c0, c1 - cols.stop)))
+    h, w = padded.shape
+    return padded.reshape(h // 2, 2, w // 2, 2).max(axis=(1, 3)), (slice(r0 // 2, r1 // 2), slice(c0 // 2, c1 // 2))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .effects import _composite, _Region, soft_alpha
+from .effects import _composite, _Region, chroma_alpha, soft_alpha
 from .masktrack import MaskTrack
 from .yuv import Yuv420
 
@@ -165,25 +165,22 @@ def erase_frame_yuv(
     `window` holds BGR pictures as for `erase_fill` (the neighbours' background is warped
     in BGR). Only the touched region is converted back (OpenCV's BT.601 matrices both ways,
     so borrowed pixels keep their samples to within rounding): luma is blended by `alpha`,
-    chroma by the 2x2 maximum of `alpha`, so the object's colour goes wherever its luma
-    does. Every sample the effect does not reach stays bit-identical to the input's.
+    chroma by `effects.chroma_alpha` (the 2x2 maximum of `alpha`), so the object's colour
+    goes wherever its luma does. Every sample the effect does not reach stays bit-identical to the input's.
     """
     found = erase_fill(i, window, track, margin_px, feather_px)
     if found is None:
         return planes
-    alpha, (rows, cols), filled = found
-    # Align the region to the chroma grid (even bounds); the padding has alpha 0.
-    r0, c0 = rows.start // 2 * 2, cols.start // 2 * 2
-    r1, c1 = min(planes.shape[0], -(-rows.stop // 2) * 2), min(planes.shape[1], -(-cols.stop // 2) * 2)
-    pad = ((rows.start - r0, r1 - rows.stop), (cols.start - c0, c1 - cols.stop))
-    alpha = np.pad(alpha, pad)
-    yuv = cv2.cvtColor(np.pad(filled, pad + ((0, 0),), mode="edge"), cv2.COLOR_BGR2YUV)
-    region = (slice(r0, r1), slice(c0, c1))
-    _composite(planes.y, region, alpha, yuv[..., 0], inplace=True)
-    h, w = alpha.shape
-    chroma_alpha = alpha.reshape(h // 2, 2, w // 2, 2).max(axis=(1, 3))
-    chroma = cv2.resize(np.ascontiguousarray(yuv[..., 1:]), (w // 2, h // 2), interpolation=cv2.INTER_AREA)
-    half = (slice(r0 // 2, r1 // 2), slice(c0 // 2, c1 // 2))
-    _composite(planes.u, half, chroma_alpha, chroma[..., 0], inplace=True)
-    _composite(planes.v, half, chroma_alpha, chroma[..., 1], inplace=True)
+    alpha, region, filled = found
+    yuv = cv2.cvtColor(filled, cv2.COLOR_BGR2YUV)
+    _composite(planes.y, region, alpha, np.ascontiguousarray(yuv[..., 0]), inplace=True)
+    half_alpha, half = chroma_alpha(alpha, region, planes.shape)
+    # The filled picture's chroma on the chroma grid: its region grown to even bounds (by
+    # repeating its edge; those pixels have weight 0 in luma), averaged 2x2.
+    rows, cols = region
+    pad = ((rows.start - 2 * half[0].start, 2 * half[0].stop - rows.stop),
+           (cols.start - 2 * half[1].start, 2 * half[1].stop - cols.stop), (0, 0))
+    chroma = cv2.resize(np.pad(yuv[..., 1:], pad, mode="edge"), half_alpha.shape[::-1], interpolation=cv2.INTER_AREA)
+    _composite(planes.u, half, half_alpha, chroma[..., 0], inplace=True)
+    _composite(planes.v, half, half_alpha, chroma[..., 1], inplace=True)
     return planes
