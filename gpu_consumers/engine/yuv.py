@@ -75,17 +75,3 @@ def bgr_to_yuv(color_bgr: tuple[int, int, int]) -> tuple[int, int, int]:
     i420 = cv2.cvtColor(patch, cv2.COLOR_BGR2YUV_I420).reshape(-1)
     return int(i420[0]), int(i420[4]), int(i420[5])
 
-
-def chroma_mask(mask: np.ndarray) -> np.ndarray:
-    """The half-size mask of the chroma planes: a chroma sample is in it when any of the four
-    pixels it covers is (so the chroma effect covers at least what the luma one does)."""
-    h, w = mask.shape[:2]
-    out = np.zeros((h // 2, w // 2), np.uint8)
-    x, y, bw, bh = cv2.boundingRect(np.ascontiguousarray((mask > 0).astype(np.uint8)))
-    if bw == 0 or bh == 0:
-        return out
-    x0, y0 = x // 2 * 2, y // 2 * 2
-    x1, y1 = min(w, -(-(x + bw) // 2) * 2), min(h, -(-(y + bh) // 2) * 2)
-    block = (mask[y0:y1, x0:x1] > 0).reshape((y1 - y0) // 2, 2, (x1 - x0) // 2, 2).any(axis=(1, 3))
-    out[y0 // 2:y1 // 2, x0 // 2:x1 // 2] = np.where(block, 255, 0)
-    return out
