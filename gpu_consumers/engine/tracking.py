@@ -364,11 +364,10 @@ class ClassicTracker(VideoTracker):
     ECC_EPS = 1e-3
     #: Sparse Lucas-Kanade: how many of the object's pixels it follows, pyramid levels,
     #: and its per-point iteration cap / convergence threshold (pixels). LK is the tracker's
-    #: largest cost (~1.3 ms a frame at 150 points, ~0.7 at 80). With 80 points every quality
-    #: clip stays leak-free at 320x180, 480x270, 640x360 and 1280x720, every mean IoU within
-    #: 0.02 of 150 points' (bench/README.md, session 7; in session 5, before the occlusion
-    #: and re-emergence work, 80 had cut the low-contrast clip at 320x180 to 0.81).
-    LK_POINTS = 80
+    #: largest cost (~1.3 ms a frame at 150 points, ~0.7 at 80). 80 points kept the 90-frame
+    #: quality clips leak-free at every size (session 7), but the 40-frame low-contrast clip at
+    #: 320x180 of tests/unit/test_tracking.py then falls to a mean IoU of 0.81 (as in session 5).
+    LK_POINTS = 150
     LK_MAX_LEVEL = 3
     LK_ITERATIONS = 30
     LK_EPS = 0.01
