@@ -7,7 +7,9 @@ Blur, pixelate and fill only change the pixels near the mask, so they work on th
 as decoded (`effects.apply_effect_yuv`) and the encoder gets the same samples back: pixels
 the effect does not reach are bit-identical to the input's, with no conversion rounding.
 
-Erase (optical flow, inpainting) and any other pixel format stay on the BGR path.
+Erase warps its neighbours in BGR (each frame converted once) and writes only the region
+it touches back into the planes (`erase.erase_frame_yuv`, yuv420p only); any other pixel
+format stays on the BGR path.
 """
 
 from __future__ import annotations
