@@ -14,6 +14,11 @@ thread (``session.timeout.ms`` detects a dead process), and the steady polls kee
 takes, so the group never evicts a live worker and never needs an unbounded poll interval.
 A message fetched before the pause took effect is rewound (``seek``) and read again later.
 
+Pause flags: librdkafka keeps an application-paused partition paused across a rebalance,
+even one that takes it away and gives it back, so every revoke resumes the partitions it
+takes (``_on_revoke``); a consumer that was busy during a rebalance would otherwise keep
+its old partitions paused for good and their jobs would never run.
+
 Cancellation, never committing: a revoked partition (rebalance), SIGTERM, or a spot notice
 from the instance-metadata endpoint stops the running job between frames. The consumer then
 publishes an ``interrupted`` progress event for that attempt (and, for SIGTERM or spot, a
@@ -121,11 +126,18 @@ class ConsumerRunner:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("consumer.revoked", partitions=sorted(p.partition for p in partitions))
         busy = self.busy
-        if busy is None or not busy.on(partitions):
-            return
-        log.warning("job.partition_revoked", job_id=busy.job.job_id, partition=busy.msg.partition())
-        self._cancel(self.stop_reason or "revoked")
-        self._settle(busy, revoking=True)
+        if busy is not None and busy.on(partitions):
+            log.warning("job.partition_revoked", job_id=busy.job.job_id, partition=busy.msg.partition())
+            self._cancel(self.stop_reason or "revoked")
+            self._settle(busy, revoking=True)
+        # librdkafka keeps the application's pause flag on a partition across unassign and a
+        # later assign (only its own pause is reset): a partition paused for a job, revoked,
+        # and given back to this consumer would never be fetched again, and its jobs would
+        # wait forever. Clear the flag while the partitions are still ours.
+        try:
+            consumer.resume(partitions)
+        except KafkaException as exc:
+            log.warning("consumer.resume_on_revoke_failed", error=str(exc))
 
     def request_stop(self, reason: str = "stopping") -> None:
         """Stop soon: cancel the running job (uncommitted, so it is redelivered) and leave."""
