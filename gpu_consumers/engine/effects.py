@@ -300,6 +300,9 @@ def chroma_alpha(alpha: np.ndarray, region: _Region, shape: tuple[int, int]) -> 
     rows, cols = region
     r0, c0 = rows.start // 2 * 2, cols.start // 2 * 2
     r1, c1 = min(shape[0], -(-rows.stop // 2) * 2), min(shape[1], -(-cols.stop // 2) * 2)
-    padded = np.pad(alpha, ((rows.start - r0, r1 - rows.stop), (cols.start - c0, c1 - cols.stop)))
-    h, w = padded.shape
-    return padded.reshape(h // 2, 2, w // 2, 2).max(axis=(1, 3)), (slice(r0 // 2, r1 // 2), slice(c0 // 2, c1 // 2))
+    pads = ((rows.start - r0, r1 - rows.stop), (cols.start - c0, c1 - cols.stop))
+    a = np.pad(alpha, pads) if any(map(any, pads)) else alpha
+    # The maximum of four strided views: the same values as ``reshape(h/2, 2, w/2, 2).max``,
+    # which numpy reduces ~25x slower (0.3-0.5 ms a frame at 640x360).
+    half = np.maximum(np.maximum(a[0::2, 0::2], a[0::2, 1::2]), np.maximum(a[1::2, 0::2], a[1::2, 1::2]))
+    return half, (slice(r0 // 2, r1 // 2), slice(c0 // 2, c1 // 2))

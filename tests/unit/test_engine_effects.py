@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from gpu_consumers.engine.effects import (
+    chroma_alpha,
     MODES,
     apply_blur,
     apply_effect,
@@ -165,3 +166,18 @@ def test_blur_on_planes_looks_like_the_bgr_blur(frame, mask):
     via_bgr = _yuv_of(apply_effect("blur", smooth, mask, margin_px=MARGIN, feather_px=FEATHER)).to_bgr()
     inside = mask > 0
     assert np.abs(via_planes[inside].astype(int) - via_bgr[inside]).mean() < 3
+
+
+@pytest.mark.parametrize("y, x, h, w", [(0, 0, 8, 8), (3, 5, 7, 9), (1, 1, 1, 1), (10, 3, 6, 13), (4, 2, 8, 14)])
+def test_chroma_alpha_is_the_max_of_each_2x2_block(y: int, x: int, h: int, w: int) -> None:
+    """Each chroma sample takes the largest luma weight of the 2x2 pixels it covers (0 outside
+    the luma region), over exactly the chroma samples those pixels fall in."""
+    shape = (18, 18)
+    alpha = np.random.default_rng(y * 31 + x).random((h, w)).astype(np.float32)
+    full = np.zeros(shape, np.float32)
+    full[y:y + h, x:x + w] = alpha
+    half, (rows, cols) = chroma_alpha(alpha, (slice(y, y + h), slice(x, x + w)), shape)
+    assert (rows.start, rows.stop, cols.start, cols.stop) == (y // 2, -(-(y + h) // 2), x // 2, -(-(x + w) // 2))
+    want = np.array([[full[2 * r:2 * r + 2, 2 * c:2 * c + 2].max() for c in range(cols.start, cols.stop)]
+                     for r in range(rows.start, rows.stop)], np.float32)
+    assert np.array_equal(half, want)
