@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,6 +79,15 @@ def job_spec(source: dict[str, Any], x: float, y: float, job_id: str | None = No
         "options": {"margin_px": 4, "blur_kernel": 31, "export_masks": False},
         "max_output_height": None, "attempt": 1,
     } | extra
+
+
+def wait_until(cond: Callable[[], bool], timeout_s: float, what: str, context: Callable[[], str] = lambda: "",
+               poll_s: float = 0.05) -> None:
+    """Poll `cond` until it is true; fail the test with `what` and `context()` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}\n{context()}"
+        time.sleep(poll_s)
 
 
 def queue_jobs(settings: Settings, specs: Iterable[dict[str, Any]], partition: int | None = None,

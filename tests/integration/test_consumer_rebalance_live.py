@@ -12,7 +12,6 @@ finish, on ``a``.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -25,13 +24,6 @@ from tapmask.settings import Settings
 pytestmark = pytest.mark.integration
 
 
-def _wait(cond, timeout: float, what: str, context=lambda: "") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}\n{context()}"
-        time.sleep(0.1)
-
-
 def test_partitions_paused_for_a_revoked_job_are_fetched_again(stack, stack_settings: Settings, tmp_path: Path) -> None:
     settings = h.isolated(stack_settings, "rebal", consumer_idle_timeout_s=0.0, progress_interval_s=0.5,
                           kafka_session_timeout_ms=6000, consumer_backend="sleep:8")
@@ -42,11 +34,11 @@ def test_partitions_paused_for_a_revoked_job_are_fetched_again(stack, stack_sett
     b = h.ConsumerProc("b", settings, tmp_path / "logs")
     logs = lambda: f"--- a\n{a.log_text()[-3000:]}\n--- b\n{b.log_text()[-3000:]}"  # noqa: E731
     try:
-        _wait(a.assigned, 60, "a to join the group", logs)
+        h.wait_until(a.assigned, 60, "a to join the group", logs)
         h.queue_jobs(settings, [first])
-        _wait(a.busy, 30, "a to start the job", logs)
+        h.wait_until(a.busy, 30, "a to start the job", logs)
         b.start()
-        _wait(lambda: "job.partition_revoked" in a.log_text(), 60, "the rebalance to revoke a's job", logs)
+        h.wait_until(lambda: "job.partition_revoked" in a.log_text(), 60, "the rebalance to revoke a's job", logs)
         b.stop()  # SIGTERM: b leaves at once (cancelling the job if it had taken it); a gets all back
 
         def done() -> bool:
@@ -54,7 +46,7 @@ def test_partitions_paused_for_a_revoked_job_are_fetched_again(stack, stack_sett
                        for _, r in h.read_topic(settings, JOB_COMPLETED, timeout_s=10))
 
         # An 8-s job (long enough to be in flight when b joins); paused, it would never run.
-        _wait(done, 90, "the job to complete", logs)
+        h.wait_until(done, 90, "the job to complete", logs)
         assert "job.complete" in a.log_text()
         assert a.alive()
     finally:

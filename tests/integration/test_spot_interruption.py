@@ -23,13 +23,6 @@ from tapmask.storage import s3_client
 pytestmark = pytest.mark.integration
 
 
-def _wait(cond, timeout: float, what: str, context=lambda: "") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}\n{context()}"
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize("how", ["spot", "sigterm"])
 def test_interrupted_job_moves_to_another_consumer_and_resumes(how: str, stack, stack_settings: Settings, tmp_path: Path) -> None:
     meta = h.MetadataServer()
@@ -48,9 +41,9 @@ def test_interrupted_job_moves_to_another_consumer_and_resumes(how: str, stack, 
     cons = {n: h.ConsumerProc(n, settings, tmp_path / "logs", {"TAPMASK_SPOT_METADATA_URL": meta.url(n)}).start()
             for n in ("a", "b")}
     try:
-        _wait(lambda: all(c.assigned() for c in cons.values()), 60, "both consumers in the group")
+        h.wait_until(lambda: all(c.assigned() for c in cons.values()), 60, "both consumers in the group")
         h.queue_jobs(settings, [spec])
-        _wait(lambda: any("job.start" in c.log_text() for c in cons.values()), 60, "the job to start")
+        h.wait_until(lambda: any("job.start" in c.log_text() for c in cons.values()), 60, "the job to start")
         first = next(c for c in cons.values() if "job.start" in c.log_text())
         other = next(c for c in cons.values() if c is not first)
 
@@ -58,7 +51,7 @@ def test_interrupted_job_moves_to_another_consumer_and_resumes(how: str, stack, 
             listed = s3.list_objects_v2(Bucket=settings.s3_bucket, Prefix=checkpoint_prefix(job_id))
             return any(o["Key"].endswith("seg-00000.mp4") for o in listed.get("Contents", []))
 
-        _wait(checkpointed, 60, "the first chunk checkpoint")
+        h.wait_until(checkpointed, 60, "the first chunk checkpoint")
         t_notice = time.monotonic()
         if how == "spot":
             meta.notify(first.name)
@@ -67,10 +60,10 @@ def test_interrupted_job_moves_to_another_consumer_and_resumes(how: str, stack, 
         assert first.wait(30) == 0, first.log_text()[-2000:]
         assert "job.committed" not in first.log_text(), "the job finished before the notice: the clip is too short"
         left_after = time.monotonic() - t_notice
-        _wait(lambda: "job.start" in other.log_text(), 60, "the other consumer to take the job",
+        h.wait_until(lambda: "job.start" in other.log_text(), 60, "the other consumer to take the job",
               lambda: other.log_text()[-3000:])
         taken_after = time.monotonic() - t_notice
-        _wait(lambda: "job.committed" in other.log_text(), 90, "the other consumer to finish")
+        h.wait_until(lambda: "job.committed" in other.log_text(), 90, "the other consumer to finish")
         print(f"{how}: left the group {left_after:.2f}s after the notice, job running again after {taken_after:.2f}s")
     finally:
         for c in cons.values():
