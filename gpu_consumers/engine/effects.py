@@ -271,7 +271,7 @@ def apply_effect_yuv(
 
     The luma plane gets exactly what `apply_effect` does to a one-channel picture. The
     chroma planes (half size) get the same effect at half scale - blur kernel and mosaic
-    blocks halved, rounded up - blended by `chroma_alpha` (a sample takes the largest weight
+    blocks halved, rounded down (a kernel then made odd) - blended by `chroma_alpha` (a sample takes the largest weight
     of the four pixels it covers), so the colour is hidden wherever the luma is. Pixels the
     luma effect does not reach keep their luma exactly; their chroma is kept too except
     within a pixel of that reach (a chroma sample spans 2x2 pixels).

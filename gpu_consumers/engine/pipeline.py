@@ -47,8 +47,8 @@ from .video_io import VideoInfo, probe
 
 STAGE_PROCESSING = "processing"
 PROGRESS_INTERVAL_S = 0.5
-#: Render while tracking runs (blur, pixelate, fill); see `process_video`. False: track,
-#: then render (same output).
+#: Render while tracking runs (every mode; erase also waits for its neighbours' masks and
+#: motions); see `process_video`. False: track, then render (same output).
 OVERLAP = True
 #: When overlapping, run a tracker that allows it (`VideoTracker.runs_in_child_process`) in
 #: a child process rather than a thread: the two loops then no longer share one GIL
