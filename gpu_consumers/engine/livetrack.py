@@ -1,10 +1,12 @@
 """`LiveTrack`: the masks of a tracking pass while it runs, so rendering can start before it ends.
 
-A tracker that accepts a ``feed`` (`ClassicTracker`, `ProviderTracker`) calls `start` once it
-knows the frames (count, pts, mask size), then `publish` whenever a longer prefix of frames
-has *final* masks - masks that nothing later in the pass will change - and `finish` (or
-`fail`). The renderer reads it like a `MaskTrack` (`len`, `pts`, `full_mask`, `width`,
-`height`): each call blocks until what it asks for is known. `full_mask(i)` is computed
+A tracker that accepts a ``feed`` (`ClassicTracker`) calls `publish` whenever a longer
+prefix of frames has *final* masks - masks that nothing later in the pass will change - with
+their pts, and `start` once it has decoded every frame and knows their count (before or
+after its first `publish`: the `ClassicTracker` decodes frames as it tracks them); then
+`finish` (or `fail`). The renderer reads it like a `MaskTrack` (`has_frame`, `len`, `pts`,
+`full_mask`, `width`, `height`): each call blocks until what it asks for is known, so the
+renderer can start on frame 0 before the video's length is known. `full_mask(i)` is computed
 exactly as `MaskTrack.full_mask` computes it from the finished track, so a frame rendered
 from the live track is bit-identical to one rendered after tracking
 (tests/unit/test_engine_pipeline.py checks it).
@@ -45,24 +47,25 @@ class LiveTrack:
 
     # -- tracker side ---------------------------------------------------------------------
     def start(self, pts: list[int | None]) -> None:
-        """The pass has decoded its frames: their count and pts."""
+        """The pass has decoded every frame: their count and pts."""
         with self._cond:
             self._count = len(pts)
             self._pts = list(pts)
-            self._small = [None] * len(pts)
             self._cond.notify_all()
 
-    def publish(self, upto: int, masks: list, motions: list | None = None) -> None:
+    def publish(self, upto: int, masks: list, motions: list | None = None, pts: list | None = None) -> None:
         """Frames ``[0, upto)`` have final masks; `masks[i]` is frame i's tracking-resolution
         mask (bool, or uint8 0/255); `motions[i]` (when the tracker estimates the camera's
-        motion) its full-resolution 3x3 motion from frame i-1. Only frames not published
-        before are read."""
+        motion) its full-resolution 3x3 motion from frame i-1; `pts[i]` its pts (needed
+        before `start` only). Only frames not published before are read."""
         with self._cond:
             for i in range(self._ready, upto):
                 m = masks[i]
-                self._small[i] = np.where(m > 0, 255, 0).astype(np.uint8)
+                self._small.append(np.where(m > 0, 255, 0).astype(np.uint8))
                 if motions is not None:
                     self._motion.append(np.asarray(motions[i], np.float32))
+            if pts is not None and len(self._pts) < upto:
+                self._pts.extend(pts[i] for i in range(len(self._pts), upto))
             self._ready = max(self._ready, upto)
             self._cond.notify_all()
 
@@ -71,7 +74,7 @@ class LiveTrack:
         for a tracker that ignored the feed)."""
         with self._cond:
             if self._count is None:
-                self._count, self._pts, self._small = len(track), list(track.pts), [None] * len(track)
+                self._count, self._pts = len(track), list(track.pts)
             if len(self._motion) < len(track):  # motions published for a prefix, or none
                 self._motion = [np.asarray(m, np.float32) for m in track.motion]
         self.publish(len(track), _SmallMasks(track))
@@ -91,14 +94,21 @@ class LiveTrack:
                 self._cond.wait()
 
     def __len__(self) -> int:
+        """The frame count (blocks until the tracker has decoded every frame)."""
         self._wait(lambda: self._count is not None)
         return int(self._count)
 
+    def has_frame(self, index: int) -> bool:
+        """Whether frame `index` exists (blocks until its mask is published or the count is known)."""
+        self._wait(lambda: self._ready > index or self._count is not None)
+        return 0 <= index < (self._count if self._count is not None else self._ready)
+
     @property
     def pts(self) -> list[int | None]:
-        """Every frame's pts (as the tracking pass decoded them)."""
-        self._wait(lambda: self._count is not None)
-        return self._pts
+        """The pts of the frames published so far (of every frame once the count is known),
+        as the tracking pass decoded them."""
+        with self._cond:
+            return list(self._pts)
 
     @property
     def mask_width(self) -> int:

@@ -146,6 +146,10 @@ class MaskTrack:
     def __len__(self) -> int:
         return len(self._png)
 
+    def has_frame(self, index: int) -> bool:
+        """Whether frame `index` is in the track (as `LiveTrack.has_frame` answers it)."""
+        return 0 <= index < len(self._png)
+
     @property
     def frame_count(self) -> int:
         """Number of frames tracked (= frames decoded)."""

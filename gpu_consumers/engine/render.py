@@ -112,7 +112,8 @@ def iter_rendered(
     info: VideoInfo | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ):
-    """Yield ``(index, pts, rendered picture, mask)`` for frames ``[start, end)``, in order.
+    """Yield ``(index, pts, rendered picture, mask)`` for frames ``[start, end)`` (those the
+    track has), in order. `track` is a `MaskTrack` or a `LiveTrack` still being published.
 
     This is the exact picture that gets encoded (tests compare it with the input to check
     that pixels beyond the safety margin are unchanged): the video's own 4:2:0 planes
@@ -122,7 +123,8 @@ def iter_rendered(
     """
     check_mode(options.mode)
     info = info if info is not None else probe(in_path)
-    end = min(end, len(track))
+    if not track.has_frame(start):
+        return
     options = replace(options, margin_px=effective_margin(options.margin_px, track))
     erase = options.mode == "erase"
     radius = ERASE_RADIUS if erase else 0
@@ -133,17 +135,20 @@ def iter_rendered(
     # 4:2:0 video it is then written back into the frame's own planes (`erase_frame_yuv`).
     window: deque = deque()
     with VideoReader(in_path, info, yuv=not erase or info.pix_fmt == "yuv420p") as reader:
-        frames = reader.video_frames(first, track.pts)
+        # The pts are needed to seek to `first` only; a live track knows them up to there.
+        frames = reader.video_frames(first, track.pts if first > 0 else None)
         exhausted = False
         for i in range(start, end):
             if should_cancel is not None and should_cancel():
                 raise JobCancelled(f"The job was cancelled at frame {i}.")
+            if not track.has_frame(i):
+                break  # the track (the video) ends before `end`
             while not exhausted and (not window or window[-1][0].index < i + radius):
                 item = next(frames, None)
                 if item is None:
                     exhausted = True
                     break
-                if item.index >= len(track):
+                if not track.has_frame(item.index):
                     exhausted = True
                     break
                 mask = track.full_mask(item.index)
@@ -269,12 +274,18 @@ def render_video(
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     segments, written = [], 0
+    if chunk_frames < 1:
+        raise ValueError("chunk_frames must be >= 1")
     try:
-        for k, (start, end) in enumerate(plan_chunks(len(track), chunk_frames)):
-            seg = work / f"segment-{k:05d}.mp4"
-            written += render_segment(in_path, track, options, start, end, seg, info=info,
+        # The chunks of `plan_chunks(len(track), chunk_frames)`, planned as the track grows:
+        # a `LiveTrack` knows its length only once the tracker has decoded every frame.
+        start = 0
+        while track.has_frame(start):
+            seg = work / f"segment-{len(segments):05d}.mp4"
+            written += render_segment(in_path, track, options, start, start + chunk_frames, seg, info=info,
                                       should_cancel=should_cancel, on_frame=on_frame)
             segments.append(seg)
+            start += chunk_frames
         mode = join_segments(segments, in_path, out_path, info)
     finally:
         for seg in segments:

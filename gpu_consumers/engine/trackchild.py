@@ -8,9 +8,11 @@ in two processes 4.9-5.1 ms (bench/README.md, engine section).
 
 Protocol, child -> parent, over one `multiprocessing` pipe:
 
-* ``("start", pts)`` - the tracker decoded its frames (`LiveTrack.start`);
-* ``("publish", first, masks, motions)`` - tracking-resolution masks (and the camera's
-  motions, or None) of frames ``first ..`` are final (`LiveTrack.publish`); each is sent once;
+* ``("publish", first, masks, motions, pts)`` - tracking-resolution masks (and the camera's
+  motions, or None, and the pts, or None) of frames ``first ..`` are final
+  (`LiveTrack.publish`); each is sent once;
+* ``("start", pts)`` - the tracker decoded every frame (`LiveTrack.start`), before or after
+  its first masks;
 * ``("progress", stage, done, total)``;
 * ``("done", track)`` - the finished `MaskTrack`; or ``("error", exc)``.
 
@@ -62,12 +64,13 @@ class _PipeFeed:
     def start(self, pts: list[int | None]) -> None:
         self.conn.send(("start", list(pts)))
 
-    def publish(self, upto: int, masks: list, motions: list | None = None) -> None:
+    def publish(self, upto: int, masks: list, motions: list | None = None, pts: list | None = None) -> None:
         if upto <= self.sent:
             return
         new = [np.asarray(masks[i]) for i in range(self.sent, upto)]
         moved = None if motions is None else [np.asarray(motions[i]) for i in range(self.sent, upto)]
-        self.conn.send(("publish", self.sent, new, moved))
+        stamps = None if pts is None else [pts[i] for i in range(self.sent, upto)]
+        self.conn.send(("publish", self.sent, new, moved, stamps))
         self.sent = upto
 
     def progress(self, stage: str, done: int, total: int) -> None:
@@ -174,9 +177,10 @@ class TrackingChild:
                     raise EngineError(f"The tracking process ended unexpectedly (exit code {proc.exitcode}).") from None
                 kind = msg[0]
                 if kind == "publish":
-                    first, masks, motions = msg[1], msg[2], msg[3]
+                    first, masks, motions, pts = msg[1], msg[2], msg[3], msg[4]
                     feed.publish(first + len(masks), _Offset(first, masks),
-                                 None if motions is None else _Offset(first, motions))
+                                 None if motions is None else _Offset(first, motions),
+                                 None if pts is None else _Offset(first, pts))
                 elif kind == "progress":
                     if progress is not None:
                         progress(msg[1], msg[2], msg[3])

@@ -8,12 +8,13 @@ prompted frame.
 `ClassicTracker` is the default: CPU only, no downloaded weights, in the spirit of Video
 SnapCut / Rotobrush (optical-flow-guided shape propagation + appearance models):
 
-* every frame is decoded once and kept small (longest side <= `max_side`, JPEG in memory);
+* every frame is decoded once, when tracking first reaches it, and kept small (longest side
+  <= `max_side`; raw, or JPEG in memory for a long video);
 * initial mask on the prompted frame: several hypotheses (colour-model region growing
   from discs of increasing radius at the click; GrabCut on windows of several sizes, or on
   the box) and the one whose colours best separate from their surroundings wins; negative
   clicks are definite background;
-* propagation forwards and then backwards from the prompted frame. The object's shape is
+* propagation backwards and then forwards from the prompted frame. The object's shape is
   kept as a reference mask plus a similarity pose (translation, rotation, scale) updated
   each frame from the optical flow of its *visible* pixels (sparse pyramidal LK seeded by
   the last velocity, or DIS dense flow, fitted by RANSAC), a template match and the last
@@ -34,7 +35,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
@@ -46,7 +47,7 @@ from .masks import MaskProvider
 from .livetrack import LiveTrack
 from .masktrack import MaskTrack, encode_mask
 from .prompts import Prompt
-from .video_io import VideoInfo, VideoReader
+from .video_io import DecodedFrame, VideoInfo, VideoReader
 
 ProgressFn = Callable[[str, int, int], None]
 STAGE_TRACKING = "tracking"
@@ -408,7 +409,7 @@ class ClassicTracker(VideoTracker):
 
     def __getstate__(self) -> dict:
         """Everything but the DIS object (it does not pickle) and the per-track caches."""
-        return {k: v for k, v in self.__dict__.items() if k not in ("_dis", "_jpeg", "_cache")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_dis", "_frames")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -420,46 +421,26 @@ class ClassicTracker(VideoTracker):
         return max(8, int(round(info.width * scale))), max(8, int(round(info.height * scale)))
 
     def _load(self, i: int) -> np.ndarray:
-        data = self._jpeg[i]
-        if isinstance(data, np.ndarray):
-            return data
-        img = self._cache.get(i)
-        if img is None:
-            img = cv2.imdecode(np.frombuffer(self._jpeg[i], np.uint8), cv2.IMREAD_COLOR)
-            if len(self._cache) > 8:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[i] = img
-        return img
+        return self._frames.load(i)
 
     # -- the main entry point ---------------------------------------------------------------
     def track(self, in_path, info, prompt, *, progress=None, should_cancel=None, feed=None) -> MaskTrack:
         sw, sh = self._small_size(info)
-        sx, sy = sw / info.width, sh / info.height
-        self._jpeg: list[bytes] = []
-        self._cache: dict[int, np.ndarray] = {}
-        pts: list[int | None] = []
-        total = info.frame_count
-        raw = total * sw * sh * 3 <= self.RAW_CACHE_BYTES
         with VideoReader(in_path, info) as reader:
-            for item in reader.video_frames(size=(sw, sh)):
-                _check_cancel(should_cancel, item.index, total)
-                small = item.image
-                if raw or len(self._jpeg) * sw * sh * 3 < self.RAW_CACHE_BYTES // 2:
-                    self._jpeg.append(small.copy())  # the decoder may reuse its buffer
-                else:
-                    ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
-                    self._jpeg.append(buf.tobytes())
-                pts.append(item.pts)
-                if progress is not None and item.index % 10 == 0:
-                    progress(STAGE_TRACKING, item.index, 3 * max(total, item.index + 1))
-        n = len(self._jpeg)
-        if n == 0:
-            raise EmptyVideo(f"No frame of {info.path.name!r} could be decoded.")
-        total = n
-        if feed is not None:
-            feed.start(pts)
+            self._frames = _SmallFrames(reader.video_frames(size=(sw, sh)), info.frame_count, self.RAW_CACHE_BYTES,
+                                        self.jpeg_quality, should_cancel, None if feed is None else feed.start)
+            try:
+                return self._track(info, prompt, sw, sh, progress, should_cancel, feed)
+            finally:
+                self._frames = None  # drop the frames
 
-        k = min(prompt.frame, n - 1)
+    def _track(self, info, prompt, sw, sh, progress, should_cancel, feed) -> MaskTrack:
+        frames = self._frames
+        sx, sy = sw / info.width, sh / info.height
+        if not frames.have(0):
+            raise EmptyVideo(f"No frame of {info.path.name!r} could be decoded.")
+        # The prompted frame (the last one when the file holds fewer frames than it said).
+        k = prompt.frame if frames.have(prompt.frame) else len(frames) - 1
         pos = [(p.x * sx, p.y * sy) for p in prompt.positive_points if p.frame == k]
         neg = [(p.x * sx, p.y * sy) for p in prompt.points if p.label == 0 and p.frame == k]
         box = None
@@ -473,21 +454,31 @@ class ClassicTracker(VideoTracker):
             if p.label == 0 and p.frame != k:
                 self._neg_by_frame.setdefault(p.frame, []).append((p.x * sx, p.y * sy))
 
-        img_k = self._load(k)
-        obj = initial_mask(img_k, pos, neg, box)
-        masks: list[np.ndarray | None] = [None] * n
-        conf = np.zeros(n, np.float32)
-        lost = np.zeros(n, bool)
-        masks[k] = obj
-        conf[k] = 1.0
-        self._init_models(img_k, obj)
-        state0 = self._new_state(img_k, obj)
-        done = [1]
+        # Per-frame results, one entry per frame decoded so far (frames are decoded as the
+        # forward pass reaches them, so the count is known only at the end).
+        masks: list[np.ndarray | None] = []
+        conf: list[float] = []
+        lost: list[bool] = []
         # Final masks for `feed`: after the forward and backward passes a frame's mask no
         # longer changes unless the frame is lost (the re-emergence passes below only
         # rewrite lost frames), so the prefix of frames passed and not lost is final.
-        passed = np.zeros(n, bool)
-        passed[k] = True
+        passed: list[bool] = []
+
+        def grow(count: int) -> None:
+            extra = count - len(masks)
+            masks.extend([None] * extra)
+            conf.extend([0.0] * extra)
+            lost.extend([False] * extra)
+            passed.extend([False] * extra)
+
+        frames.on_decoded = grow
+        grow(len(frames))
+        img_k = self._load(k)
+        obj = initial_mask(img_k, pos, neg, box)
+        masks[k], conf[k], passed[k] = obj, 1.0, True
+        self._init_models(img_k, obj)
+        state0 = self._new_state(img_k, obj)
+        done = [1]
         final = [0]
 
         # Camera motion (erase): frame i's motion needs the final masks of frames i-1 and i
@@ -507,47 +498,55 @@ class ClassicTracker(VideoTracker):
 
         def publish() -> None:
             r = final[0]
-            while r < n and passed[r] and not lost[r]:
+            while r < len(passed) and passed[r] and not lost[r]:
                 r += 1
             if r > final[0]:
                 final[0] = r
-                feed.publish(r, masks, motions_upto(r))
+                feed.publish(r, masks, motions_upto(r), frames.pts)
 
         def tick(i: int) -> None:
             done[0] += 1
-            _check_cancel(should_cancel, done[0], n)
+            total = 2 * max(info.frame_count, len(frames))  # both passes; re-emergence is extra
+            _check_cancel(should_cancel, done[0], total // 2)
             if progress is not None and done[0] % 10 == 0:
-                progress(STAGE_TRACKING, n + done[0], 3 * n)
+                progress(STAGE_TRACKING, min(done[0], total - 1), total)
             if feed is not None and not passed[i]:
                 passed[i] = True
                 publish()
 
-        if feed is not None:
-            publish()
-
-        # Forward then backward from the prompted frame.
-        for direction in (1, -1):
+        # Backward, then forward from the prompted frame (the two passes are independent:
+        # each starts from the prompted frame's mask and fresh models). Backward first, so
+        # that the forward pass, which decodes frames as it reaches them, publishes each
+        # frame's mask as soon as it is tracked and rendering can follow at once.
+        for direction in (-1, 1):
             self._init_models(img_k, obj)
-            self._run(k, direction, self._copy_state(state0), masks, conf, lost, n, tick, overwrite=True)
-        # Re-emergences: where a lost run ends, also track back into it.
+            self._run(k, direction, self._copy_state(state0), masks, conf, lost, tick, overwrite=True)
+            if direction == -1:
+                backward_models = self._models()
+                if feed is not None:
+                    publish()  # frames 0..k, when nothing there was lost
+        n = frames.decode_all()
+        # Re-emergences: where a lost run ends, also track back into it, with the colour
+        # models the backward pass ended with (it used to run last; the quality figures in
+        # bench/README.md were measured so).
+        self._set_models(backward_models)
         for direction in (1, -1):
             for i in range(n):
                 j = i - direction
                 if 0 <= j < n and lost[j] and not lost[i] and masks[i] is not None:
                     # i is found right after (in `direction`) a lost run: go back into it.
                     st = self._new_state(self._load(i), masks[i])
-                    self._run(i, -direction, st, masks, conf, lost, n, tick, overwrite=False)
+                    self._run(i, -direction, st, masks, conf, lost, tick, overwrite=False)
         if feed is not None:
-            feed.publish(n, masks, motions_upto(n))  # every mask is final now
+            feed.publish(n, masks, motions_upto(n), frames.pts)  # every mask is final now
         if camera is not None:
             motion = np.stack(motions_upto(n))
         else:
             motion = np.repeat(np.eye(3, dtype=np.float32)[None], n, axis=0)
         pngs = [encode_mask(np.where(m, 255, 0).astype(np.uint8)) for m in masks]
         if progress is not None:
-            progress(STAGE_TRACKING, 3 * n, 3 * n)
-        self._jpeg, self._cache = [], {}
-        return MaskTrack(info.width, info.height, sw, sh, pngs, conf, lost, pts, motion,
+            progress(STAGE_TRACKING, 2 * n, 2 * n)
+        return MaskTrack(info.width, info.height, sw, sh, pngs, conf, lost, frames.pts, motion,
                          Fraction(info.time_base), meta={"tracker": "ClassicTracker", "prompt_frame": k,
                                                  "camera_motion": self.camera_motion})
 
@@ -565,6 +564,13 @@ class ClassicTracker(VideoTracker):
         self._update_lut()
         sep = self._separability(self._prob(img), obj)
         self._alpha = float(np.clip((sep - 0.15) / 0.5, 0.0, 0.85))
+
+    def _models(self) -> tuple:
+        """A copy of the colour models (see `_set_models`)."""
+        return self._hf.copy(), self._hb.copy(), self._alpha, self._lut.copy()
+
+    def _set_models(self, models: tuple) -> None:
+        self._hf, self._hb, self._alpha, self._lut = models
 
     def _update_lut(self) -> None:
         eps = 1e-4
@@ -598,10 +604,10 @@ class ClassicTracker(VideoTracker):
         return replace(st, ref=st.ref.copy(), pose=st.pose.copy(), vis=st.vis.copy(), velocity=st.velocity.copy())
 
     # -- one direction ----------------------------------------------------------------------
-    def _run(self, start: int, direction: int, st: _State, masks, conf, lost, n, tick, overwrite: bool) -> None:
+    def _run(self, start: int, direction: int, st: _State, masks, conf, lost, tick, overwrite: bool) -> None:
         prev_img = self._load(start)
         i = start + direction
-        while 0 <= i < n:
+        while i >= 0 and self._frames.have(i):
             if not overwrite and not lost[i]:
                 break
             img = self._load(i)
@@ -989,6 +995,73 @@ class ClassicTracker(VideoTracker):
         pose = np.array([[s, 0, lx - s * rx], [0, s, ly - s * ry]], np.float64)
         st.velocity = _IDENT.copy()
         return pose
+
+
+class _SmallFrames:
+    """The video's frames at tracking size, decoded when tracking first asks for them and
+    kept for the whole pass (passes go back and forth): raw while they fit in half of
+    `raw_bytes` (all of them when the expected count fits), else JPEG-compressed, with the
+    last few decoded ones cached."""
+
+    def __init__(self, decoded: Iterator[DecodedFrame], expected: int, raw_bytes: int, jpeg_quality: int,
+                 should_cancel: Callable[[], bool] | None, on_end: Callable[[list[int | None]], None] | None) -> None:
+        """`decoded`: the reader's small frames; `expected`: the probed frame count;
+        `on_end(pts)`: called once the last frame is decoded, with every frame's pts."""
+        self._decoded: Iterator[DecodedFrame] | None = decoded
+        self._expected, self._raw_bytes, self._quality = expected, raw_bytes, jpeg_quality
+        self._should_cancel, self._on_end = should_cancel, on_end
+        self._store: list[np.ndarray | bytes] = []
+        self._cache: dict[int, np.ndarray] = {}
+        self.pts: list[int | None] = []
+        #: Called with the new count after frames were decoded (the tracker grows its lists).
+        self.on_decoded: Callable[[int], None] | None = None
+
+    def __len__(self) -> int:
+        """Frames decoded so far (all of them once `have` answered False past the end)."""
+        return len(self._store)
+
+    def have(self, i: int) -> bool:
+        """Whether frame `i` exists, decoding up to it first."""
+        start = len(self._store)
+        while len(self._store) <= i and self._decoded is not None:
+            item = next(self._decoded, None)
+            if item is None:
+                self._decoded = None
+                if self._on_end is not None:
+                    self._on_end(list(self.pts))
+                break
+            _check_cancel(self._should_cancel, item.index, self._expected)
+            small = item.image
+            frame_bytes = small.size
+            if (self._expected * frame_bytes <= self._raw_bytes
+                    or len(self._store) * frame_bytes < self._raw_bytes // 2):
+                self._store.append(small.copy())  # the decoder may reuse its buffer
+            else:
+                ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, self._quality])
+                self._store.append(buf.tobytes())
+            self.pts.append(item.pts)
+        if len(self._store) > start and self.on_decoded is not None:
+            self.on_decoded(len(self._store))
+        return 0 <= i < len(self._store)
+
+    def decode_all(self) -> int:
+        """Decode whatever is left; the frame count."""
+        while self.have(len(self._store)):
+            pass
+        return len(self._store)
+
+    def load(self, i: int) -> np.ndarray:
+        """Small BGR frame `i` (decoded already: see `have`)."""
+        data = self._store[i]
+        if isinstance(data, np.ndarray):
+            return data
+        img = self._cache.get(i)
+        if img is None:
+            img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            if len(self._cache) > 8:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[i] = img
+        return img
 
 
 class _CameraMotion:

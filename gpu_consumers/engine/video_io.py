@@ -263,8 +263,9 @@ class VideoReader:
         `size` (width, height): frames scaled to that size by the decoder's converter
         (area averaging), much cheaper than converting at full size and then resizing.
 
-        With `pts` (every frame's pts, as a first pass saw them) and `start > 0`, it seeks to
-        the key frame before frame `start` instead of decoding from the beginning; when the
+        With `pts` (the frames' pts as a first pass saw them, at least up to `start`) and
+        `start > 0`, it seeks to the key frame before frame `start` instead of decoding from
+        the beginning; when the
         pts are missing or not unique, or the seek lands past `start`, it decodes from frame 0.
         Indices are the same as a plain pass would give.
         """
@@ -277,10 +278,13 @@ class VideoReader:
             except av.error.FFmpegError:
                 index_of = None
         if index_of is not None:
-            first, missed = True, False
+            first, missed, index = True, False, None
             try:
                 for frame in self._container.decode(self.video_stream):
-                    index = index_of.get(frame.pts)
+                    # Frames come in presentation order: one whose pts is not in `pts` (a
+                    # live track's list ends at the frames published so far) follows the last.
+                    known = index_of.get(frame.pts)
+                    index = known if known is not None else (None if index is None else index + 1)
                     if first:
                         first = False
                         if index is None or index > start:

@@ -127,3 +127,18 @@ def test_small_frames_for_tracking_match_a_resized_decode(tmp_path, size):
         b = [cv2.resize(f.image, small, interpolation=cv2.INTER_AREA) for f in r.video_frames()]
     assert len(a) == len(b) == 5 and a[0].shape == (small[1], small[0], 3)
     assert all(np.abs(x.astype(int) - y).mean() < 12 for x, y in zip(a, b))
+
+
+def test_video_frames_from_a_later_frame_with_only_the_pts_known_so_far(tmp_path):
+    """Rendering from a live track seeks with the pts published so far: frames past the
+    known ones are still yielded, with the indices and pictures of a full pass."""
+    src = make_sample_clip(tmp_path / "a.mp4", seconds=3.0, width=160, height=96)
+    with VideoReader(src) as r:
+        full = [(f.index, f.pts, f.image.copy()) for f in r.video_frames()]
+    pts = [p for _, p, _ in full]
+    for known in (len(pts), 31):
+        with VideoReader(src) as r:
+            got = [(f.index, f.pts, f.image.copy()) for f in r.video_frames(30, pts[:known])]
+        assert [i for i, _, _ in got] == list(range(30, len(full)))
+        assert [p for _, p, _ in got] == pts[30:]
+        assert all(np.array_equal(a[2], b[2]) for a, b in zip(got, full[30:]))
