@@ -48,6 +48,7 @@ from typing import Any
 import faust
 import structlog
 from faust.serializers import codecs
+from mode.utils.objects import cached_property
 
 from schemas import serde
 from schemas.topics import DLQ, RETRY, load_topic_specs, schema_by_topic
@@ -63,10 +64,15 @@ _partitions = {t.name: t.partitions for t in load_topic_specs()}
 
 
 class App(faust.App):
-    """faust.App on the aiokafka transport with a configurable fetch wait (processors/transport.py)."""
+    """faust.App on the aiokafka transport with a configurable fetch wait, and a flow control
+    that keeps the streams' buffered events when a running flow is resumed (processors/transport.py)."""
 
     def _new_transport(self):  # type: ignore[no-untyped-def]
         return transport.Transport(self.conf.broker_consumer, self)
+
+    @cached_property
+    def flow_control(self) -> transport.FlowControl:
+        return transport.FlowControl(loop=self.loop)
 
 
 app = App(

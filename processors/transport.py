@@ -33,6 +33,22 @@ likewise). Measured: 10 records in 4 quick batches → 1 on s3, 7 on memory. The
 high watermark in a Fetch response comes from the partition's watermark record, which Tansu
 keeps right (10). So the recovery highwater is the larger of the two answers; on Apache Kafka
 both are the log end offset and nothing changes (one small fetch per broker per recovery).
+
+Last, the app's flow control (``FlowControl``) no longer throws away the agents' buffered
+events when the flow is resumed while it was running. faust-streaming's recovery
+(``Recovery.on_recovery_completed``, unchanged on its master; faust-streaming/faust#596)
+resumes the stream partitions and seeks them to their committed offsets while the flow is
+still on from reading the changelogs, then calls ``app.flow_control.resume()``, which clears
+every stream's buffer. An event fetched after its partition was sought and handed to a
+stream during that seek (one OffsetFetch round trip per assigned partition, ~90 here) was
+dropped there, never processed, and never fetched again: the consumer's position was
+already past it (a later rebalance sought it back only if no commit had gone past it). Seen
+live (tests/integration/test_processors_live.py, the rebuild test, about 1 run in 5 of the
+full suite): a worker that took over every partition folded 1 of 8 fresh events, then
+nothing. A suspended flow is still cleared on resume (its buffers hold events of the
+assignment before the rebalance, which are fetched again); one that runs keeps what it
+holds, and an event handed over before its partition was sought back is at worst processed
+twice (at least once; every agent is idempotent).
 """
 
 from __future__ import annotations
@@ -47,6 +63,7 @@ from aiokafka.protocol.fetch import FetchRequest
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from mode.services import WaitResults
+from mode.utils.queues import FlowControlEvent
 
 from tapmask.settings import get_settings
 
@@ -160,6 +177,16 @@ class _Resumed:
                     to_yield = coro.send(sent)
                 except StopIteration as done:
                     return done.value
+
+
+class FlowControl(FlowControlEvent):
+    """The app's flow control into the streams' buffers: resuming a flow that runs clears
+    nothing (module docstring: Faust's recovery would drop events handed over while it seeks)."""
+
+    def resume(self) -> None:
+        if self.is_active():
+            return  # never suspended since the last resume: the buffers hold events of this assignment
+        super().resume()  # after a suspension: clears the buffers, as Faust does
 
 
 class Transport(faust_aiokafka.Transport):

@@ -1,7 +1,9 @@
 """The worker consumer's hand-off of a fetched message to the agents' streams
 (``processors.transport._Consumer.wait_first``): the same outcomes as Faust's race of the
-hand-off against a flow suspension, without the tasks when the hand-off finishes at once; and
-the table-recovery end offsets, guarded against Tansu's ListOffsets answer."""
+hand-off against a flow suspension, without the tasks when the hand-off finishes at once; the
+table-recovery end offsets, guarded against Tansu's ListOffsets answer; and the app's flow
+control, which keeps what the streams were handed while Faust's recovery seeks (run through
+faust's own ``Recovery.on_recovery_completed``)."""
 
 from __future__ import annotations
 
@@ -187,3 +189,100 @@ def test_the_recovery_end_offset_is_raised_to_the_fetch_high_watermark() -> None
 def test_an_answer_below_the_listed_offset_changes_nothing() -> None:
     tp = TP("a", 0)
     assert run(guarded_end_offsets(FakeClient({tp: 1}, {"a": {0: (0, 3)}}), {tp: 7})) == {tp: 7}
+
+
+
+class RecoveringApp:
+    """What faust's ``Recovery.on_recovery_completed`` uses of the app, its consumer and its tables."""
+
+    def __init__(self, flow_control: Any, on_seek: Callable[[], None]) -> None:
+        from types import SimpleNamespace
+
+        async def nothing(*_: Any, **__: Any) -> None:
+            return None
+
+        self.conf = SimpleNamespace(stream_recovery_delay=0.0, broker_request_timeout=10.0)
+        self.flow_control, self.consumer = flow_control, RecoveringConsumer(on_seek)
+        self.tables = SimpleNamespace(changelog_topics={"changelog"}, values=lambda: [],
+                                      on_actives_ready=self._on_actives_ready, on_standbys_ready=lambda: None)
+        self.consumer_generation_id, self.in_recovery, self.ready = 3, True, False
+        self.on_rebalance_complete, self._fetcher = SimpleNamespace(send=nothing), SimpleNamespace(maybe_start=nothing)
+        self.assignor = SimpleNamespace(assigned_standbys=lambda: set())
+
+    def _on_actives_ready(self) -> None:
+        self.ready = True
+
+    def on_rebalance_end(self) -> None:
+        return None
+
+
+class RecoveringConsumer:
+    def __init__(self, on_seek: Callable[[], None]) -> None:
+        self.on_seek, self.resumed, self.flowing = on_seek, set[TP](), False
+
+    def assignment(self) -> set[TP]:
+        return {TP("in", 0), TP("changelog", 0)}
+
+    def resume_partitions(self, tps: Any) -> None:
+        self.resumed |= set(tps)
+
+    async def perform_seek(self) -> None:
+        await asyncio.sleep(0)
+        self.on_seek()  # the fetcher hands an event of a resumed partition to a stream meanwhile
+        await asyncio.sleep(0)
+
+    def resume_flow(self) -> None:
+        self.flowing = True
+
+def recover_with(flow_control: Any) -> tuple[list[str], RecoveringApp]:
+    """Faust's end of table recovery, from the state its recovery leaves: the flow was resumed
+    to read the changelogs (after the rebalance had suspended it); an event is handed to a
+    stream while the stream partitions are sought to their committed offsets."""
+    from faust.tables.recovery import Recovery
+    from mode.utils.queues import FlowControlQueue
+
+    async def main() -> tuple[list[str], RecoveringApp]:
+        buffer: FlowControlQueue[str] = FlowControlQueue(flow_control=flow_control, clear_on_resume=True)
+        flow_control.suspend()  # the rebalance
+        flow_control.clear()
+        flow_control.resume()  # "Restoring state from changelog topics... Resuming flow..."
+        fake = RecoveringApp(flow_control, lambda: buffer.put_nowait("event fetched after its seek"))
+        recovery = Recovery(fake, fake.tables)  # type: ignore[arg-type]
+        await recovery.on_recovery_completed(generation_id=3)
+        return [buffer.get_nowait() for _ in range(buffer.qsize())], fake
+
+    return run(main())
+
+
+def test_an_event_handed_to_a_stream_while_recovery_seeks_is_kept() -> None:
+    """faust-streaming's recovery resumes the flow after seeking the stream partitions, and a
+    resume clears the streams' buffers: an event fetched after its partition's seek was thrown
+    away there and never fetched again (the rebuild live test: 1 of 8 events folded, then none)."""
+    from mode.utils.queues import FlowControlEvent
+
+    from processors.transport import FlowControl
+
+    assert isinstance(app.flow_control, FlowControl)
+    kept, fake = recover_with(FlowControl())
+    assert kept == ["event fetched after its seek"]
+    assert fake.consumer.resumed == {TP("in", 0)} and fake.consumer.flowing and fake.ready
+    # What plain Faust does with it (the defect this works around; if this fails, Faust changed).
+    assert recover_with(FlowControlEvent())[0] == []
+
+
+def test_a_suspended_flow_still_drops_its_buffers_on_resume() -> None:
+    """After a rebalance's suspension the buffers hold events of the old assignment: cleared, as in Faust."""
+    from mode.utils.queues import FlowControlQueue
+
+    from processors.transport import FlowControl
+
+    async def main() -> int:
+        flow = FlowControl()
+        flow.resume()
+        buffer: FlowControlQueue[str] = FlowControlQueue(flow_control=flow, clear_on_resume=True)
+        buffer.put_nowait("old assignment")
+        flow.suspend()
+        flow.resume()
+        return buffer.qsize()
+
+    assert run(main()) == 0
