@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import os
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -90,9 +90,19 @@ def effective_margin(margin_px: int, track) -> int:
 
 def plan_chunks(frame_count: int, chunk_frames: int = DEFAULT_CHUNK_FRAMES) -> list[tuple[int, int]]:
     """Split ``[0, frame_count)`` into consecutive ``[start, end)`` ranges of `chunk_frames`."""
+    return [(s, min(frame_count, s + chunk_frames)) for s in _chunk_starts(chunk_frames, lambda s: s < frame_count)]
+
+
+def _chunk_starts(chunk_frames: int, has_frame: Callable[[int], bool]) -> Iterator[int]:
+    """0, `chunk_frames`, 2 x `chunk_frames`, ... while `has_frame(start)`: the chunks'
+    starts, also for a `LiveTrack`, whose length is known only once tracking has decoded
+    every frame."""
     if chunk_frames < 1:
         raise ValueError("chunk_frames must be >= 1")
-    return [(s, min(frame_count, s + chunk_frames)) for s in range(0, frame_count, chunk_frames)]
+    start = 0
+    while has_frame(start):
+        yield start
+        start += chunk_frames
 
 
 def render_frame(options: EffectOptions, image: np.ndarray | Yuv420, mask: np.ndarray) -> np.ndarray | Yuv420:
@@ -274,18 +284,13 @@ def render_video(
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     segments, written = [], 0
-    if chunk_frames < 1:
-        raise ValueError("chunk_frames must be >= 1")
     try:
-        # The chunks of `plan_chunks(len(track), chunk_frames)`, planned as the track grows:
-        # a `LiveTrack` knows its length only once the tracker has decoded every frame.
-        start = 0
-        while track.has_frame(start):
-            seg = work / f"segment-{len(segments):05d}.mp4"
+        # The chunks of `plan_chunks(len(track), chunk_frames)`, planned as the track grows.
+        for k, start in enumerate(_chunk_starts(chunk_frames, track.has_frame)):
+            seg = work / f"segment-{k:05d}.mp4"
             written += render_segment(in_path, track, options, start, start + chunk_frames, seg, info=info,
                                       should_cancel=should_cancel, on_frame=on_frame)
             segments.append(seg)
-            start += chunk_frames
         mode = join_segments(segments, in_path, out_path, info)
     finally:
         for seg in segments:

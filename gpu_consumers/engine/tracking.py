@@ -427,33 +427,14 @@ class ClassicTracker(VideoTracker):
     def track(self, in_path, info, prompt, *, progress=None, should_cancel=None, feed=None) -> MaskTrack:
         sw, sh = self._small_size(info)
         with VideoReader(in_path, info) as reader:
-            self._frames = _SmallFrames(reader.video_frames(size=(sw, sh)), info.frame_count, self.RAW_CACHE_BYTES,
-                                        self.jpeg_quality, should_cancel, None if feed is None else feed.start)
             try:
-                return self._track(info, prompt, sw, sh, progress, should_cancel, feed)
+                return self._track(reader.video_frames(size=(sw, sh)), info, prompt, sw, sh, progress,
+                                   should_cancel, feed)
             finally:
                 self._frames = None  # drop the frames
 
-    def _track(self, info, prompt, sw, sh, progress, should_cancel, feed) -> MaskTrack:
-        frames = self._frames
+    def _track(self, decoded, info, prompt, sw, sh, progress, should_cancel, feed) -> MaskTrack:
         sx, sy = sw / info.width, sh / info.height
-        if not frames.have(0):
-            raise EmptyVideo(f"No frame of {info.path.name!r} could be decoded.")
-        # The prompted frame (the last one when the file holds fewer frames than it said).
-        k = prompt.frame if frames.have(prompt.frame) else len(frames) - 1
-        pos = [(p.x * sx, p.y * sy) for p in prompt.positive_points if p.frame == k]
-        neg = [(p.x * sx, p.y * sy) for p in prompt.points if p.label == 0 and p.frame == k]
-        box = None
-        if prompt.box is not None and prompt.box.frame == k:
-            b = prompt.box
-            box = (b.x0 * sx, b.y0 * sy, b.x1 * sx, b.y1 * sy)
-        if not pos and box is None:
-            raise InvalidPrompt("Click on the object (a positive point) or draw a box around it.")
-        self._neg_by_frame: dict[int, list[tuple[float, float]]] = {}
-        for p in prompt.points:
-            if p.label == 0 and p.frame != k:
-                self._neg_by_frame.setdefault(p.frame, []).append((p.x * sx, p.y * sy))
-
         # Per-frame results, one entry per frame decoded so far (frames are decoded as the
         # forward pass reaches them, so the count is known only at the end).
         masks: list[np.ndarray | None] = []
@@ -471,8 +452,25 @@ class ClassicTracker(VideoTracker):
             lost.extend([False] * extra)
             passed.extend([False] * extra)
 
-        frames.on_decoded = grow
-        grow(len(frames))
+        frames = self._frames = _SmallFrames(decoded, info.frame_count, self.RAW_CACHE_BYTES, self.jpeg_quality,
+                                             should_cancel, grow, None if feed is None else feed.start)
+        if not frames.have(0):
+            raise EmptyVideo(f"No frame of {info.path.name!r} could be decoded.")
+        # The prompted frame (the last one when the file holds fewer frames than it said).
+        k = prompt.frame if frames.have(prompt.frame) else len(frames) - 1
+        pos = [(p.x * sx, p.y * sy) for p in prompt.positive_points if p.frame == k]
+        neg = [(p.x * sx, p.y * sy) for p in prompt.points if p.label == 0 and p.frame == k]
+        box = None
+        if prompt.box is not None and prompt.box.frame == k:
+            b = prompt.box
+            box = (b.x0 * sx, b.y0 * sy, b.x1 * sx, b.y1 * sy)
+        if not pos and box is None:
+            raise InvalidPrompt("Click on the object (a positive point) or draw a box around it.")
+        self._neg_by_frame: dict[int, list[tuple[float, float]]] = {}
+        for p in prompt.points:
+            if p.label == 0 and p.frame != k:
+                self._neg_by_frame.setdefault(p.frame, []).append((p.x * sx, p.y * sy))
+
         img_k = self._load(k)
         obj = initial_mask(img_k, pos, neg, box)
         masks[k], conf[k], passed[k] = obj, 1.0, True
@@ -1004,17 +1002,18 @@ class _SmallFrames:
     last few decoded ones cached."""
 
     def __init__(self, decoded: Iterator[DecodedFrame], expected: int, raw_bytes: int, jpeg_quality: int,
-                 should_cancel: Callable[[], bool] | None, on_end: Callable[[list[int | None]], None] | None) -> None:
+                 should_cancel: Callable[[], bool] | None, on_decoded: Callable[[int], None],
+                 on_end: Callable[[list[int | None]], None] | None) -> None:
         """`decoded`: the reader's small frames; `expected`: the probed frame count;
-        `on_end(pts)`: called once the last frame is decoded, with every frame's pts."""
+        `on_decoded(count)`: called with the new count after frames were decoded (the
+        tracker grows its per-frame lists); `on_end(pts)`: called once the last frame is
+        decoded, with every frame's pts."""
         self._decoded: Iterator[DecodedFrame] | None = decoded
         self._expected, self._raw_bytes, self._quality = expected, raw_bytes, jpeg_quality
-        self._should_cancel, self._on_end = should_cancel, on_end
+        self._should_cancel, self._on_decoded, self._on_end = should_cancel, on_decoded, on_end
         self._store: list[np.ndarray | bytes] = []
         self._cache: dict[int, np.ndarray] = {}
         self.pts: list[int | None] = []
-        #: Called with the new count after frames were decoded (the tracker grows its lists).
-        self.on_decoded: Callable[[int], None] | None = None
 
     def __len__(self) -> int:
         """Frames decoded so far (all of them once `have` answered False past the end)."""
@@ -1040,8 +1039,8 @@ class _SmallFrames:
                 ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, self._quality])
                 self._store.append(buf.tobytes())
             self.pts.append(item.pts)
-        if len(self._store) > start and self.on_decoded is not None:
-            self.on_decoded(len(self._store))
+        if len(self._store) > start:
+            self._on_decoded(len(self._store))
         return 0 <= i < len(self._store)
 
     def decode_all(self) -> int:
