@@ -155,6 +155,64 @@ async function accessibleNames(page) {
   });
 }
 
+/** Text whose colour contrast against what lies behind it is below WCAG AA (4.5:1, or 3:1
+ * for large text). Semi-transparent backgrounds are blended over their ancestors'; disabled
+ * controls (exempt in WCAG) and text laid over a video picture are left out. */
+async function lowContrast(page) {
+  return page.evaluate(() => {
+    const rgba = (c) => {
+      const m = c.match(/rgba?\(([^)]+)\)/);
+      if (!m) return [0, 0, 0, 0];
+      const v = m[1].split(/[ ,/]+/).filter(Boolean).map(Number);
+      return [v[0], v[1], v[2], v.length > 3 ? v[3] : 1];
+    };
+    const over = (top, below) => {
+      const a = top[3];
+      return [0, 1, 2].map((i) => top[i] * a + below[i] * (1 - a)).concat(1);
+    };
+    const lum = (c) => {
+      const [r, g, b] = c.slice(0, 3).map((v) => {
+        const s = v / 255;
+        return s <= 0.03928 ? s / 12.92 : ((s + 0.055) / 1.055) ** 2.4;
+      });
+      return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    };
+    const backdrop = (el) => {
+      const layers = [];
+      for (let e = el; e; e = e.parentElement) {
+        if (e.tagName === "VIDEO" || e.classList.contains("stage")) return null;
+        const bg = rgba(getComputedStyle(e).backgroundColor);
+        if (bg[3] > 0) layers.push(bg);
+        if (bg[3] >= 1) break;
+      }
+      let c = [255, 255, 255, 1];
+      for (const l of layers.reverse()) c = over(l, c);
+      return c;
+    };
+    const bad = [];
+    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+    for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+      const el = n.parentElement;
+      if (!el || !n.textContent.trim() || el.closest(".visually-hidden, .skip, [aria-hidden='true'], svg")) continue;
+      const r = el.getBoundingClientRect();
+      if (r.width === 0 || r.height === 0) continue;
+      if (el.closest(":disabled") || el.closest("label")?.querySelector(":disabled")) continue;
+      if (el.closest("figure") && el.closest("figcaption") === null) continue;
+      const cs = getComputedStyle(el);
+      if (cs.visibility === "hidden") continue;
+      const bg = backdrop(el);
+      if (!bg) continue;
+      const fg = over(rgba(cs.color), bg);
+      const [a, b] = [lum(fg), lum(bg)].sort((x, y) => y - x);
+      const ratio = (a + 0.05) / (b + 0.05);
+      const size = parseFloat(cs.fontSize);
+      const large = size >= 24 || (size >= 18.66 && Number(cs.fontWeight) >= 700);
+      if (ratio < (large ? 3 : 4.5)) bad.push(`"${n.textContent.trim().slice(0, 40)}" ${ratio.toFixed(2)}:1 (${cs.color} on rgb(${bg.slice(0, 3).map(Math.round).join(",")}))`);
+    }
+    return bad;
+  });
+}
+
 async function journey(page) {
   await signIn(page, cfg.user, "pro");
   const resp = await uploadClip(page, cfg.clip);
@@ -216,11 +274,19 @@ async function journey(page) {
   for (const name of ["Privacy blur", "Pixelate", "Erase"]) {
     check(await page.getByRole("radio", { name }).isVisible(), `the mode "${name}" is offered`);
   }
+  for (const name of ["Privacy blur", "Pixelate", "Erase"]) {
+    const said = await page.getByRole("radio", { name }).evaluate((el) =>
+      (el.getAttribute("aria-describedby") ?? "").split(" ").map((id) => document.getElementById(id)?.textContent?.trim() ?? "").join(" ").trim(),
+    );
+    check(said.length > 20 && !said.includes("\n"), `the mode "${name}" has a one-line description`, said);
+  }
   await page.getByRole("radio", { name: "Privacy blur" }).check();
   await page.getByLabel(/Blur strength/).fill("51");
   await page.getByLabel(/Safety margin/).fill("10");
   const unnamed = await accessibleNames(page);
   check(unnamed.length === 0, "every control has an accessible name", unnamed.join(" | "));
+  const faint = await lowContrast(page);
+  check(faint.length === 0, "every text on the player page has WCAG AA contrast", faint.join(" | "));
   await shot(page, "1-click");
 
   const sent = page.waitForRequest((r) => r.url().endsWith("/api/v1/segment") && r.method() === "POST");
@@ -256,6 +322,12 @@ async function journey(page) {
   const failure = done.state === "failed" ? await page.getByTestId("job-failed").innerText() : "";
   check(done.state === "complete", "the job completed", failure || done.seen.join(","));
   check(/Done/.test(await page.getByTestId("job-state").innerText()), "the stage name says it is done");
+  const stages = await page.getByRole("list", { name: "Stages" }).innerText();
+  check(
+    ["Queued", "Reading the video", "Tracking the object", "Applying the effect", "Encoding", "Done"].every((s) => stages.includes(s)),
+    "the progress names its stages",
+    stages,
+  );
 
   // Before/after comparison.
   await page.getByTestId("result").waitFor();
@@ -280,6 +352,8 @@ async function journey(page) {
   );
   await page.getByTestId("result").scrollIntoViewIfNeeded();
   await shot(page, "2-result");
+  const faintResult = await lowContrast(page);
+  check(faintResult.length === 0, "every text on the result page has WCAG AA contrast", faintResult.join(" | "));
   await page.getByRole("radio", { name: "Side by side" }).check();
   await page.getByTestId("result").screenshot({ path: path.join(cfg.outDir, `${scenario}-3-side-by-side.png`) });
   result.screenshots.push(path.join(cfg.outDir, `${scenario}-3-side-by-side.png`));
@@ -313,9 +387,13 @@ async function journey(page) {
   await page.locator(`[data-testid="job-row"][data-state="complete"]`).first().waitFor();
   check((await page.getByTestId("tier").innerText()) === "Pro", "the dashboard shows the tier");
   check((await page.getByTestId("quota-left").innerText()) === "Unlimited", "the dashboard shows the quota left");
+  const used = await page.getByTestId("quota-used").innerText();
+  check(/^\d+$/.test(used) && Number(used) >= 1, "the dashboard shows the quota used", used);
   const row = page.getByTestId("video-row").filter({ hasText: path.basename(cfg.clip) });
   await row.waitFor();
   await shot(page, "4-dashboard");
+  const faintDash = await lowContrast(page);
+  check(faintDash.length === 0, "every text on the dashboard has WCAG AA contrast", faintDash.join(" | "));
 
   // A job opened from the history shows its result again.
   await page.locator(`[data-testid="job-row"][data-state="complete"]`).first().getByRole("button", { name: /Open/ }).click();
@@ -396,8 +474,21 @@ async function failed(page) {
   const p = await screenPoint(page, cfg.click.x, cfg.click.y);
   await page.mouse.click(p.x, p.y);
   await page.getByTestId("point-item").first().waitFor();
+  // Keyboard only: a second point typed by its coordinates, then the job started with Enter.
+  const kbd = page.locator("details.kbd-point");
+  await kbd.locator("summary").focus();
+  await page.keyboard.press("Enter");
+  await page.getByLabel(/^x \(/).focus();
+  await page.keyboard.type(String(Math.round(cfg.click.x)));
+  await page.keyboard.press("Tab");
+  await page.keyboard.type(String(Math.round(cfg.click.y)));
+  await page.keyboard.press("Enter");
+  await page.getByTestId("point-item").nth(1).waitFor();
+  const typed = await page.getByTestId("point-item").nth(1).innerText();
+  check(typed.includes(`(${Math.round(cfg.click.x)}, ${Math.round(cfg.click.y)})`) && typed.includes(`frame ${cfg.click.frame + 1}`), "a point is placed with the keyboard alone", typed);
   await shot(page, "0-phone-player");
-  await page.getByTestId("start").click();
+  await page.getByTestId("start").focus();
+  await page.keyboard.press("Enter");
   const done = await waitTerminal(page);
   check(done.state === "failed", "the job failed", done.seen.join(","));
   const shown = await page.getByTestId("job-failed").innerText();
@@ -419,6 +510,9 @@ async function failed(page) {
   check((await row.innerText()).includes(status.error), "the job history shows the failure and its reason");
   const left = await page.getByTestId("quota-left").innerText();
   check(/of \d+/.test(left), "a free account sees its quota left", left);
+  const usedFree = Number(await page.getByTestId("quota-used").innerText());
+  const [, leftN, limitN] = left.match(/(\d+) of (\d+)/).map(Number);
+  check(Number.isInteger(usedFree) && usedFree + leftN === limitN, "quota used and left add up to the plan's limit", `${usedFree} used, ${left}`);
   await shot(page, "2-dashboard");
 }
 

@@ -40,9 +40,21 @@ def web_url(api_url: str) -> str:
         pytest.fail("Node.js is missing: the web page can neither be built nor driven (install Node.js >= 20.19, then bash scripts/build-web.sh)")
     if not (ROOT / "web" / "node_modules" / "playwright-core").is_dir() or not (ROOT / "web" / "dist" / "index.html").is_file():
         pytest.fail("the web page is not built: run bash scripts/build-web.sh (scripts/install.sh does)")
+    if _dist_is_stale():
+        # Test the page as it is in web/src, not an older build (the API reads web/dist per request).
+        build = subprocess.run(["bash", str(ROOT / "scripts" / "build-web.sh")], cwd=ROOT, capture_output=True, text=True)
+        assert build.returncode == 0 and not _dist_is_stale(), "rebuilding the stale web page failed:\n" + build.stdout[-2000:] + build.stderr[-2000:]
     page = httpx.get(f"{api_url}/", timeout=10)
     assert page.status_code == 200 and 'id="root"' in page.text, "the API does not serve web/dist at / (was it built before the stack started?)"
     return api_url
+
+
+def _dist_is_stale() -> bool:
+    """Whether a source of the web page changed after web/dist was built."""
+    web = ROOT / "web"
+    built = (web / "dist" / "index.html").stat().st_mtime
+    sources = [*(web / "src").rglob("*"), *(web / n for n in ("index.html", "package.json", "package-lock.json", "tsconfig.json", "vite.config.ts"))]
+    return any(p.is_file() and p.stat().st_mtime > built for p in sources)
 
 
 @pytest.fixture(scope="module")
