@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from gpu_consumers.backends import NoopBackend, SleepBackend
-from gpu_consumers.engine.errors import UndecodableVideo
-from gpu_consumers.job import JobContext, JobRunner, output_key
+from gpu_consumers.engine.errors import JobCancelled, UndecodableVideo
+from gpu_consumers.job import JobContext, JobRunner, ProgressReporter, output_key
 from gpu_consumers.ledger import JobLedger
-from gpu_consumers.runner import ConsumerRunner
+from gpu_consumers.runner import ConsumerRunner, consumer_config
 from schemas import serde
 from schemas.topics import DLQ, JOB_COMPLETED, JOB_PROGRESS, NOTIFICATION
 from tapmask.settings import Settings
@@ -265,23 +265,31 @@ def test_out_of_memory_retries_smaller() -> None:
     assert scales == [1.0, 0.5]
 
 
-def _stop_mid_job(runner: ConsumerRunner, reason: str) -> None:
-    def later() -> None:
-        while runner.busy is None:
-            time.sleep(0.01)
-        time.sleep(0.1)
-        runner.request_stop(reason)
+class StoppedMidway(SleepBackend):
+    """A 30-s job that records whether it was stopped between frames (by the cancel flag)
+    rather than running to its end."""
 
-    threading.Thread(target=later, daemon=True).start()
+    def __init__(self) -> None:
+        super().__init__(30.0)
+        self.running = threading.Event()
+        self.cancelled_midway = False
+
+    def process(self, src, dst, job, progress, should_cancel):
+        self.running.set()
+        try:
+            return super().process(src, dst, job, progress, should_cancel)
+        except JobCancelled:
+            self.cancelled_midway = True
+            raise
 
 
 @pytest.mark.parametrize("reason", ["sigterm", "spot"])
 def test_stop_mid_job_reports_interrupted_never_commits_and_leaves(reason: str) -> None:
-    runner, consumer, producer, _s3, log = make({0: [encoded("a")]}, backend=SleepBackend(30), idle=None)
-    _stop_mid_job(runner, reason)
-    t = time.monotonic()
+    backend = StoppedMidway()
+    runner, consumer, producer, _s3, log = make({0: [encoded("a")]}, backend=backend, idle=None)
+    threading.Thread(target=lambda: backend.running.wait() and runner.request_stop(reason), daemon=True).start()
     runner.run()
-    assert time.monotonic() - t < 5
+    assert backend.cancelled_midway  # stopped between frames, not after the whole job
     assert consumer.committed == {} and consumer.closed and not producer.of(JOB_COMPLETED)
     assert producer.of(JOB_PROGRESS)[-1]["state"] == "interrupted"
     (note,) = producer.of(NOTIFICATION)
@@ -351,9 +359,50 @@ def test_missing_output_is_never_committed() -> None:
 
 def test_idle_timeout_exits_cleanly() -> None:
     runner, consumer, *_ = make({0: []}, idle=0.2)
-    t = time.monotonic()
-    assert runner.run() == 0
-    assert consumer.closed and time.monotonic() - t < 3
+    assert runner.run() == 0  # nothing else stops it: without the idle exit this never returns
+    assert consumer.closed and runner.stop_reason is None
+
+
+def test_idle_timeout_defaults_to_five_minutes() -> None:
+    assert Settings.model_fields["consumer_idle_timeout_s"].default == 300.0
+
+
+def test_consumer_config_manual_commits_bounded_poll_interval_no_static_membership() -> None:
+    conf = consumer_config(Settings(), "w1")
+    assert conf["enable.auto.commit"] is False and conf["enable.auto.offset.store"] is False
+    assert 0 < conf["max.poll.interval.ms"] <= 300_000  # bounded: steady polls keep membership
+    assert conf["session.timeout.ms"] < conf["max.poll.interval.ms"]
+    assert "group.instance.id" not in conf  # static membership would hold a reclaimed node's partitions
+
+
+def test_progress_heartbeat_repeats_the_stage_while_a_step_says_nothing() -> None:
+    class Silent(NoopBackend):
+        """Says nothing until the heartbeat has published three more progress events."""
+
+        def __init__(self) -> None:
+            self.producer: FakeProducer | None = None
+            self.beats: list[dict] = []
+
+        def process(self, src, dst, job, progress, should_cancel):
+            assert self.producer is not None
+            before = len(self.producer.of(JOB_PROGRESS))
+            deadline = time.monotonic() + 30
+            while len(self.producer.of(JOB_PROGRESS)) < before + 3 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            self.beats = self.producer.of(JOB_PROGRESS)[before:]
+            return super().process(src, dst, job, progress, should_cancel)
+
+    backend = Silent()
+    runner, _c, producer, _s3, _log = make({0: [encoded("a")]}, backend=backend)
+    backend.producer = producer
+    runner.run()
+    assert len(backend.beats) >= 3
+    assert all(b["state"] == "extracting" and b["attempt"] == 1 and b["percent"] is not None for b in backend.beats)
+
+
+def test_progress_interval_is_capped_at_two_seconds() -> None:
+    job = JobContext(spec("a"))
+    assert ProgressReporter(FakeProducer([]), job, "w1", interval_s=30.0).interval_s == 2.0
 
 
 def test_a_crash_looping_job_is_failed() -> None:
