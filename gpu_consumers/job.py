@@ -205,6 +205,8 @@ class JobRunner:
                 log.info("job.already_done", job_id=job.job_id, outcome=counts.outcome)
                 job.completed = counts.outcome != "failed"
                 self._cleanup(job)  # it may have died between its completion and its clean-up
+                if not job.completed:  # its dead-letter record may be missing: the runner writes it (again)
+                    return Outcome("already_done", None, dead_letter=counts.last_error or "failed")
                 return Outcome("already_done", None)
             if counts.failures >= s.consumer_retry_attempts:
                 return self._fail(job, "retries_exhausted", counts.last_error or "Processing failed repeatedly.")
@@ -236,7 +238,7 @@ class JobRunner:
         event = job_failed(job.spec, code, reason, job.attempt)
         event["event_id"] = stable_id(job.job_id, "job.completed")
         self.producer.publish(JOB_COMPLETED, job.job_id, event)
-        self.ledger.finished(job.job_id, "failed")
+        self.ledger.finished(job.job_id, "failed", error=f"{code}: {reason}")
         self._cleanup(job)
         job.error = reason
         return Outcome("failed", event, dead_letter=f"{code}: {reason}")

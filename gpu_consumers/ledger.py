@@ -117,9 +117,10 @@ class JobLedger:
         """Record a clean stop (spot, SIGTERM, revoke) of the current try."""
         return self._incr(job_id, "interruptions")
 
-    def finished(self, job_id: str, outcome: str = "complete") -> JobCounts:
-        """Record that the job's completion event (complete or failed) is acknowledged."""
-        return self._incr(job_id, "done", outcome=outcome)
+    def finished(self, job_id: str, outcome: str = "complete", error: str | None = None) -> JobCounts:
+        """Record that the job's completion event (complete or failed, with ``error`` as the
+        dead-letter reason) is acknowledged."""
+        return self._incr(job_id, "done", outcome=outcome, error=error)
 
     def reopen(self, job_id: str) -> None:
         """Forget that the job finished (its output turned out to be missing): run it again."""

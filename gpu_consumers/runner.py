@@ -244,8 +244,10 @@ class ConsumerRunner:
                 self._resume()
             return
         self.busy = None
-        if outcome.kind == "failed":
-            if not self._dead_letter(msg, outcome.dead_letter or "failed", max(job.tries, job.failures), job.spec):
+        # A failed job (or the redelivery of one whose worker died, or whose dead-letter record
+        # the broker refused, before the commit) is dead-lettered before it is committed.
+        if outcome.dead_letter is not None:
+            if not self._dead_letter(msg, outcome.dead_letter, max(job.tries, job.failures), job.spec):
                 if not revoking:
                     self._rewind(msg)
                     self._resume()

@@ -325,6 +325,28 @@ def test_revoked_partition_cancels_without_commit_then_the_job_runs_again() -> N
     assert not producer.of(NOTIFICATION)  # a rebalance is not news for the user
 
 
+def test_a_failed_job_whose_dead_letter_was_refused_is_dead_lettered_on_redelivery() -> None:
+    backend = Failing([UndecodableVideo("The file is not a video we can decode.")])
+    runner, consumer, producer, _s3, log = make({0: [encoded("poison"), encoded("next")]}, backend=backend)
+    real, refused = producer.publish_many, []
+
+    def refuse_first_dead_letter(items, timeout_s: float = 30.0) -> None:
+        if not refused and any(topic == DLQ for topic, _k, _r in items):
+            refused.append(items)
+            raise TimeoutError("1 event(s) not acknowledged within 30s")
+        real(items, timeout_s)
+
+    producer.publish_many = refuse_first_dead_letter
+    runner.run()
+    assert refused
+    (failed, ok) = producer.of(JOB_COMPLETED)  # the job ran once: the redelivery found it done
+    assert (failed["job_id"], failed["outcome"], ok["job_id"]) == ("poison", "failed", "next")
+    (dlq,) = producer.of(DLQ)
+    assert dlq["original_offset"] == 0 and dlq["error"].startswith("undecodable_video: The file is not a video")
+    assert consumer.committed == {0: 2}
+    assert log.index(("ack", DLQ, None, None)) < log.index(("commit", 0, 1))
+
+
 def test_undecodable_job_event_is_dead_lettered_and_skipped() -> None:
     runner, consumer, producer, _s3, _log = make({0: [b"garbage", encoded("b")]})
     runner.run()
