@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from api.guards import Idempotency, make_redis
+from api.preview import router as preview_router
 from api.routes import router
 from api.webhooks import router as webhooks_router
 from api.view import StatusView
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(router)
     app.include_router(webhooks_router)  # issue 6: webhook endpoints, delivery log, e-mail
+    app.include_router(preview_router)  # issue 7: the mask preview on the clicked frame
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
         app.add_middleware(

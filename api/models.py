@@ -71,3 +71,24 @@ class DevTokenIn(BaseModel):
     user: str = Field(default="dev-user", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$")
     tier: Literal["free", "pro"] = "pro"
     region: str = Field(default="eu", min_length=1, max_length=16, pattern=r"^[a-z0-9-]+$")
+
+
+class PreviewIn(BaseModel):
+    """``POST /api/v1/videos/{videoId}/preview``: the same clicks and box as ``/segment`` takes
+    (a positive point or a box is needed; the prompted frame is the first positive point's,
+    else the box's)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    point: PointIn | None = None
+    points: list[PointIn] | None = Field(default=None, max_length=64)
+    box: BoxIn | None = None
+
+    @model_validator(mode="after")
+    def _something_designates_the_object(self) -> "PreviewIn":
+        if self.box is None and not any(p.label == 1 for p in self.all_points()):
+            raise ValueError("give at least one point on the object (label 1) or a box around it")
+        return self
+
+    def all_points(self) -> list[PointIn]:
+        """``point`` and ``points`` together."""
+        return ([self.point] if self.point else []) + list(self.points or [])

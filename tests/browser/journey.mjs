@@ -247,9 +247,44 @@ async function journey(page) {
   await page.getByRole("slider", { name: "Frame" }).fill(String(cfg.click.frame));
   await waitFrameShown(page, cfg.click.frame);
 
-  // Click the object (positive point), shift-click the background (negative point).
+  // Click the object (positive point): the mask preview of that frame appears over the
+  // player; then shift-click the background (negative point).
+  check((await page.getByTestId("preview-toggle").isChecked()) && (await page.getByLabel("Show mask preview").isVisible()), "a 'Show mask preview' toggle is on");
+  const previewAnswer = page.waitForResponse((r) => r.url().endsWith(`/api/v1/videos/${videoId}/preview`) && r.request().method() === "POST");
   const p = await screenPoint(page, cfg.click.x, cfg.click.y);
   await page.mouse.click(p.x, p.y);
+  const previewResp = await previewAnswer;
+  const previewSent = previewResp.request().postDataJSON();
+  check(previewSent.points.length === 1 && previewSent.points[0].frame === cfg.click.frame, "the preview is asked for the clicked point", JSON.stringify(previewSent));
+  check(previewResp.status() === 200, "the preview is computed", previewResp.status());
+  const pv = await previewResp.json();
+  check(
+    pv.frame === cfg.click.frame && pv.found && pv.bbox.x0 <= cfg.click.x && cfg.click.x < pv.bbox.x1 && pv.bbox.y0 <= cfg.click.y && cfg.click.y < pv.bbox.y1,
+    "the preview mask holds the clicked point",
+    JSON.stringify({ frame: pv.frame, bbox: pv.bbox }),
+  );
+  await page.locator(`[data-testid="mask-preview"][data-frame="${cfg.click.frame}"]`).waitFor();
+  const pvStatus = await page.getByTestId("preview-status").innerText();
+  check(/^Preview: object found, [\d.]+ % of the frame\.$/.test(pvStatus), "the preview's status says the object was found and its share of the frame", pvStatus);
+  const onScreen = await page.getByTestId("mask-preview").boundingBox();
+  check(onScreen && onScreen.width > 50 && onScreen.height > 20, "the mask overlay is drawn over the player", JSON.stringify(onScreen));
+  await page.getByTestId("stage").screenshot({ path: path.join(cfg.outDir, `${scenario}-1a-mask-preview.png`) });
+  result.screenshots.push(path.join(cfg.outDir, `${scenario}-1a-mask-preview.png`));
+  // The toggle hides and shows it again, with the keyboard.
+  await page.getByTestId("preview-toggle").focus();
+  await page.keyboard.press("Space");
+  await page.getByTestId("mask-preview").waitFor({ state: "detached" });
+  check((await page.getByTestId("preview-status").innerText()) === "Mask preview off.", "the toggle hides the preview");
+  await page.keyboard.press("Space");
+  await page.getByTestId("mask-preview").waitFor();
+  // On another frame the overlay is not drawn; the status offers to go back to it.
+  await page.getByRole("button", { name: "Next frame" }).click();
+  await waitFrameShown(page, cfg.click.frame + 1);
+  check((await page.getByTestId("mask-preview").count()) === 0, "the preview is drawn only on its own frame");
+  await page.getByRole("button", { name: `Show frame ${cfg.click.frame + 1}` }).click();
+  await waitFrameShown(page, cfg.click.frame);
+  await page.getByTestId("mask-preview").waitFor();
+  check(true, "the status's button goes back to the previewed frame");
   const n = await screenPoint(page, cfg.width * 0.06, cfg.height * 0.1);
   await page.keyboard.down("Shift");
   await page.mouse.click(n.x, n.y);
@@ -474,6 +509,10 @@ async function failed(page) {
   const p = await screenPoint(page, cfg.click.x, cfg.click.y);
   await page.mouse.click(p.x, p.y);
   await page.getByTestId("point-item").first().waitFor();
+  // The preview cannot decode the broken upload: it says so in words.
+  await page.locator('[data-testid="preview-status"][data-state="error"]').waitFor();
+  const previewError = await page.getByTestId("preview-status").innerText();
+  check(/^Preview unavailable: .*cannot be decoded/.test(previewError), "a preview that fails is explained in words", previewError);
   // Keyboard only: a second point typed by its coordinates, then the job started with Enter.
   const kbd = page.locator("details.kbd-point");
   await kbd.locator("summary").focus();

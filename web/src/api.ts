@@ -1,5 +1,6 @@
 // The TapMask REST API as the page uses it. Every call carries the bearer token (when signed
 // in) and turns an error answer into an ApiError whose message is a sentence a person can read.
+import type { PreviewRequest, PreviewResult } from "./preview";
 
 export const TOKEN_KEY = "tapmask.token";
 
@@ -131,18 +132,22 @@ export function authHeaders(): Record<string, string> {
   return t ? { Authorization: `Bearer ${t}` } : {};
 }
 
-export async function request<T>(method: string, path: string, body?: unknown): Promise<T> {
+/** One JSON call. With `signal`, an aborted call rejects with the fetch's AbortError. */
+export async function request<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
   let resp: Response;
+  let text: string;
   try {
     resp = await fetch(path, {
       method,
       headers: { Accept: "application/json", ...(body !== undefined ? { "Content-Type": "application/json" } : {}), ...authHeaders() },
       body: body !== undefined ? JSON.stringify(body) : undefined,
+      signal,
     });
-  } catch {
+    text = await resp.text();
+  } catch (e) {
+    if (signal?.aborted) throw e;
     throw new ApiError(0, "The server cannot be reached. Check your connection and try again.");
   }
-  const text = await resp.text();
   let parsed: unknown = undefined;
   try {
     parsed = text ? JSON.parse(text) : undefined;
@@ -194,6 +199,8 @@ export const api = {
   video: (id: string) => request<Video>("GET", `/api/v1/videos/${encodeURIComponent(id)}`),
   videos: () => request<unknown>("GET", "/api/v1/videos"),
   jobs: () => request<unknown>("GET", "/api/v1/jobs"),
+  preview: (id: string, body: PreviewRequest, signal?: AbortSignal) =>
+    request<PreviewResult>("POST", `/api/v1/videos/${encodeURIComponent(id)}/preview`, body, signal),
   segment: (body: SegmentRequest) => request<{ jobId: string; statusUrl: string }>("POST", "/api/v1/segment", body),
   status: (id: string) => request<JobStatus>("GET", `/api/v1/status/${encodeURIComponent(id)}`),
   download: (id: string) => request<{ url: string }>("GET", `/api/v1/download/${encodeURIComponent(id)}`),

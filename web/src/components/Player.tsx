@@ -1,6 +1,7 @@
 import { useEffect, useRef, useState } from "react";
 import type { Box, Point, VideoMetadata } from "../api";
 import { clampCoord, clampFrame, containedRect, displaySize, displayToFrame, frameAt, frameTime, frameToDisplay, fpsOf, timecode } from "../frames";
+import { describePreview, type PreviewState } from "../preview";
 
 type Tool = "point" | "box";
 
@@ -13,11 +14,15 @@ interface Props {
   setPoints: (p: Point[]) => void;
   box: Box | null;
   setBox: (b: Box | null) => void;
+  /** The mask preview of the current clicks, and whether it is drawn. */
+  preview?: PreviewState;
+  showPreview?: boolean;
+  setShowPreview?: (on: boolean) => void;
 }
 
 /** The clicked frame with its markers: frame-accurate scrubbing, click (shift-click) to
  * place positive (negative) points, or drag a box. Coordinates are pixels of the coded frame. */
-export function Player({ src, meta, frame, setFrame, points, setPoints, box, setBox }: Props) {
+export function Player({ src, meta, frame, setFrame, points, setPoints, box, setBox, preview = { kind: "idle" }, showPreview = true, setShowPreview }: Props) {
   const video = useRef<HTMLVideoElement>(null);
   const svg = useRef<SVGSVGElement>(null);
   const [tool, setTool] = useState<Tool>("point");
@@ -201,6 +206,16 @@ export function Player({ src, meta, frame, setFrame, points, setPoints, box, set
           onKeyDown={onKey}
           data-testid="overlay"
         >
+          {showPreview && preview.kind === "ready" && preview.result.found && preview.result.frame === frame ? (
+            <g className="mask-preview" data-testid="mask-preview" data-frame={preview.result.frame} data-area={preview.result.area} pointerEvents="none" aria-hidden="true">
+              <defs>
+                <mask id="tapmask-preview-mask" maskUnits="userSpaceOnUse" x={0} y={0} width={dw} height={dh}>
+                  <image href={preview.result.mask} x={0} y={0} width={dw} height={dh} preserveAspectRatio="none" />
+                </mask>
+              </defs>
+              <rect className="mask-fill" x={0} y={0} width={dw} height={dh} mask="url(#tapmask-preview-mask)" />
+            </g>
+          ) : null}
           {boxShown ? (
             (() => {
               const [ax, ay] = disp(boxShown.x0, boxShown.y0);
@@ -233,6 +248,19 @@ export function Player({ src, meta, frame, setFrame, points, setPoints, box, set
             );
           })}
         </svg>
+      </div>
+      <div className="preview-bar">
+        <label className="inline">
+          <input type="checkbox" checked={showPreview} onChange={(e) => setShowPreview?.(e.target.checked)} data-testid="preview-toggle" /> Show mask preview
+        </label>
+        <span role="status" aria-live="polite" className={`preview-status${preview.kind === "error" ? " bad" : ""}`} data-testid="preview-status" data-state={showPreview ? preview.kind : "off"}>
+          {showPreview ? describePreview(preview, frame) : "Mask preview off."}
+        </span>
+        {showPreview && preview.kind === "ready" && preview.result.frame !== frame ? (
+          <button type="button" className="link" onClick={() => go(preview.result.frame)}>
+            Show frame {preview.result.frame + 1}
+          </button>
+        ) : null}
       </div>
       {videoError ? <p className="error" role="alert">{videoError}</p> : null}
       <div className="scrub">

@@ -6,6 +6,7 @@ import { Player } from "./Player";
 import { Options, type EffectOptions } from "./Options";
 import { ProgressView, useJobStatus } from "./Progress";
 import { Result } from "./Result";
+import { useMaskPreview } from "../usePreview";
 
 /** The main journey: upload → click the object → choose the effect → progress → result. */
 export function Workspace({
@@ -34,6 +35,7 @@ export function Workspace({
   const [submitError, setSubmitError] = useState("");
   const [submitting, setSubmitting] = useState(false);
   const [status, via] = useJobStatus(jobId, onError);
+  const [showPreview, setShowPreview] = useState(true);
   const finished = useRef<string | null>(null);
 
   // The object URL of the local file plays in the player and as "before".
@@ -141,6 +143,7 @@ export function Workspace({
 
   const meta = video?.state === "valid" ? video.metadata : null;
   const jobState = status?.state;
+  const preview = useMaskPreview(meta && !jobId ? videoId : null, points, box, showPreview);
 
   if (!videoId) {
     return (
@@ -179,7 +182,21 @@ export function Workspace({
             The video was rejected: {video.reason ?? "it cannot be read"}.
           </p>
         ) : null}
-        {meta && !jobId ? <Player src={src} meta={meta} frame={frame} setFrame={setFrame} points={points} setPoints={setPoints} box={box} setBox={setBox} /> : null}
+        {meta && !jobId ? (
+          <Player
+            src={src}
+            meta={meta}
+            frame={frame}
+            setFrame={setFrame}
+            points={points}
+            setPoints={setPoints}
+            box={box}
+            setBox={setBox}
+            preview={preview}
+            showPreview={showPreview}
+            setShowPreview={setShowPreview}
+          />
+        ) : null}
       </section>
 
       {meta && !jobId ? (
