@@ -18,6 +18,7 @@ from api.guards import Idempotency, check_rate, fingerprint
 from api.masks import list_masks, zip_stream
 from api.models import DevTokenIn, SegmentIn
 from api.view import VIDEO_DELETED, month_of
+from gpu_consumers.engine.prompts import display_size
 from producers.upload import UploadRejected, publish_uploaded, stream_multipart_to_s3
 from schemas.topics import AUDIT, JOB_STATUS, SEGMENT_REQUESTED
 from tapmask.events import envelope, now_ms
@@ -234,8 +235,16 @@ async def segment(body: SegmentIn, request: Request, user: User = Depends(curren
     return JSONResponse(status_code=202, content=out)
 
 
+def frame_size_for_clicks(meta: dict[str, Any]) -> tuple[int, int]:
+    """The (width, height) that clicks are checked against: the video's *display* size, as a
+    player shows it (stored width and height swapped for a rotation of 90 or 270 degrees).
+    Points and boxes are in display pixels (api/README.md, "Coordinates"), which is what the
+    validation agent and the engine's `Prompt` take."""
+    return display_size(int(meta.get("width") or 0), int(meta.get("height") or 0), int(meta.get("rotation") or 0))
+
+
 def _check_against_metadata(body: SegmentIn, meta: dict[str, Any]) -> None:
-    w, h, n = meta.get("width", 0), meta.get("height", 0), meta.get("frame_count", 0)
+    (w, h), n = frame_size_for_clicks(meta), meta.get("frame_count", 0)
     for p in body.all_points():
         if p.x >= w or p.y >= h:
             raise HTTPException(status_code=422, detail=f"point ({p.x:g}, {p.y:g}) is outside the {w}x{h} frame")

@@ -52,28 +52,21 @@ export function displaySize(w: number, h: number, rotation: number): [number, nu
 }
 
 /**
- * A point on the displayed picture (dx, dy in displayed pixels) → the pixel of the coded
- * frame the engine works on. `rotation` is the counter-clockwise display rotation in degrees
- * (what the probe reports): the player shows the coded frame turned by it.
+ * Where a pointer at (clientX, clientY) lands on the picture, in the video's display pixels
+ * (the coordinates the API and the engine take: api/README.md, "Coordinates"). `element` is
+ * the overlay's client rectangle; the picture of `dw`×`dh` display pixels (displaySize) is
+ * drawn in it with `object-fit: contain`. Null in the letterbox bands; otherwise clamped into
+ * [0, dw) × [0, dh). No rotation is undone here: the browser already shows the video rotated.
  */
-export function displayToFrame(dx: number, dy: number, w: number, h: number, rotation: number): [number, number] {
-  const r = ((Math.round(rotation / 90) * 90) % 360 + 360) % 360;
-  if (r === 90) return [w - dy, dx]; // shown turned 90° counter-clockwise: display is h×w
-  if (r === 180) return [w - dx, h - dy];
-  if (r === 270) return [dy, h - dx];
-  return [dx, dy];
+export function clickToDisplay(clientX: number, clientY: number, element: Rect, dw: number, dh: number): [number, number] | null {
+  const rect = containedRect(element, dw, dh);
+  const dx = ((clientX - rect.left) / rect.width) * dw;
+  const dy = ((clientY - rect.top) / rect.height) * dh;
+  if (!(dx >= 0 && dy >= 0 && dx <= dw && dy <= dh)) return null;
+  return [clampCoord(dx, dw), clampCoord(dy, dh)];
 }
 
-/** The inverse of displayToFrame: where a coded-frame pixel appears on the display. */
-export function frameToDisplay(x: number, y: number, w: number, h: number, rotation: number): [number, number] {
-  const r = ((Math.round(rotation / 90) * 90) % 360 + 360) % 360;
-  if (r === 90) return [y, w - x];
-  if (r === 180) return [w - x, h - y];
-  if (r === 270) return [h - y, x];
-  return [x, y];
-}
-
-/** Clamp a coded-frame coordinate into [0, size - 0.01] (the API wants x < width). */
+/** Clamp a display coordinate into [0, size - 0.01] (the API wants x < width). */
 export function clampCoord(v: number, size: number): number {
   return Math.max(0, Math.min(size - 0.01, v));
 }

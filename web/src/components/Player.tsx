@@ -1,6 +1,6 @@
 import { useEffect, useRef, useState } from "react";
 import type { Box, Point, VideoMetadata } from "../api";
-import { clampCoord, clampFrame, containedRect, displaySize, displayToFrame, frameAt, frameTime, frameToDisplay, fpsOf, timecode } from "../frames";
+import { clampCoord, clampFrame, clickToDisplay, containedRect, displaySize, frameAt, frameTime, fpsOf, timecode } from "../frames";
 import { describePreview, type PreviewState } from "../preview";
 
 type Tool = "point" | "box";
@@ -21,7 +21,8 @@ interface Props {
 }
 
 /** The clicked frame with its markers: frame-accurate scrubbing, click (shift-click) to
- * place positive (negative) points, or drag a box. Coordinates are pixels of the coded frame. */
+ * place positive (negative) points, or drag a box. Coordinates are display pixels (the picture as
+ * shown, rotation applied: `dw`×`dh`), which is what the API and the engine take. */
 export function Player({ src, meta, frame, setFrame, points, setPoints, box, setBox, preview = { kind: "idle" }, showPreview = true, setShowPreview }: Props) {
   const video = useRef<HTMLVideoElement>(null);
   const svg = useRef<SVGSVGElement>(null);
@@ -85,15 +86,10 @@ export function Player({ src, meta, frame, setFrame, points, setPoints, box, set
     setFrame(clampFrame(f, n));
   }
 
-  function toFrameCoords(e: React.PointerEvent): [number, number] | null {
+  function toDisplayCoords(e: React.PointerEvent): [number, number] | null {
     const el = svg.current;
     if (!el) return null;
-    const rect = containedRect(el.getBoundingClientRect(), dw, dh);
-    const dx = ((e.clientX - rect.left) / rect.width) * dw;
-    const dy = ((e.clientY - rect.top) / rect.height) * dh;
-    if (dx < 0 || dy < 0 || dx > dw || dy > dh) return null;
-    const [x, y] = displayToFrame(dx, dy, meta.width, meta.height, rot);
-    return [clampCoord(x, meta.width), clampCoord(y, meta.height)];
+    return clickToDisplay(e.clientX, e.clientY, el.getBoundingClientRect(), dw, dh);
   }
 
   function addPoint(x: number, y: number, negative: boolean) {
@@ -103,7 +99,7 @@ export function Player({ src, meta, frame, setFrame, points, setPoints, box, set
 
   function onDown(e: React.PointerEvent) {
     if (e.button !== 0) return;
-    const p = toFrameCoords(e);
+    const p = toDisplayCoords(e);
     if (!p) return;
     if (tool === "box") {
       (e.target as Element).setPointerCapture?.(e.pointerId);
@@ -112,7 +108,7 @@ export function Player({ src, meta, frame, setFrame, points, setPoints, box, set
   }
   function onMove(e: React.PointerEvent) {
     if (!drag) return;
-    const p = toFrameCoords(e);
+    const p = toDisplayCoords(e);
     if (p) setDrag({ ...drag, x1: p[0], y1: p[1] });
   }
   function onUp() {
@@ -147,10 +143,9 @@ export function Player({ src, meta, frame, setFrame, points, setPoints, box, set
     const x = Number(kx);
     const y = Number(ky);
     if (!Number.isFinite(x) || !Number.isFinite(y) || kx === "" || ky === "") return;
-    addPoint(clampCoord(x, meta.width), clampCoord(y, meta.height), kneg);
+    addPoint(clampCoord(x, dw), clampCoord(y, dh), kneg);
   }
 
-  const disp = (x: number, y: number) => frameToDisplay(x, y, meta.width, meta.height, rot);
   const boxShown = drag ? { ...drag, frame } : box;
   const ready = shownFrame === frame;
 
@@ -218,8 +213,7 @@ export function Player({ src, meta, frame, setFrame, points, setPoints, box, set
           ) : null}
           {boxShown ? (
             (() => {
-              const [ax, ay] = disp(boxShown.x0, boxShown.y0);
-              const [bx, by] = disp(boxShown.x1, boxShown.y1);
+              const [ax, ay, bx, by] = [boxShown.x0, boxShown.y0, boxShown.x1, boxShown.y1];
               return (
                 <rect
                   className={`box${boxShown.frame === frame ? "" : " other"}`}
@@ -233,7 +227,7 @@ export function Player({ src, meta, frame, setFrame, points, setPoints, box, set
             })()
           ) : null}
           {points.map((p, i) => {
-            const [x, y] = disp(p.x, p.y);
+            const { x, y } = p;
             const here = p.frame === frame;
             return (
               <g key={i} className={`marker ${p.label ? "pos" : "neg"}${here ? "" : " other"}`} transform={`translate(${x} ${y})`} data-testid="marker">
@@ -291,12 +285,12 @@ export function Player({ src, meta, frame, setFrame, points, setPoints, box, set
         <summary>Place a point by coordinates (keyboard)</summary>
         <form onSubmit={addKeyboardPoint} className="row">
           <label>
-            x (0–{meta.width - 1})
-            <input type="number" inputMode="decimal" min={0} max={meta.width - 1} value={kx} onChange={(e) => setKx(e.target.value)} />
+            x (0–{dw - 1})
+            <input type="number" inputMode="decimal" min={0} max={dw - 1} value={kx} onChange={(e) => setKx(e.target.value)} />
           </label>
           <label>
-            y (0–{meta.height - 1})
-            <input type="number" inputMode="decimal" min={0} max={meta.height - 1} value={ky} onChange={(e) => setKy(e.target.value)} />
+            y (0–{dh - 1})
+            <input type="number" inputMode="decimal" min={0} max={dh - 1} value={ky} onChange={(e) => setKy(e.target.value)} />
           </label>
           <label className="inline">
             <input type="checkbox" checked={kneg} onChange={(e) => setKneg(e.target.checked)} /> not the object
