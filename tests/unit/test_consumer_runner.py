@@ -379,6 +379,33 @@ def test_missing_output_is_never_committed() -> None:
     assert consumer.committed == {0: 1} and output_key("a") in s3.objects
 
 
+def test_after_a_commit_the_partition_is_resumed_then_sought_to_the_committed_offset() -> None:
+    """librdkafka notices resume() only when its fetcher thread next wakes (its 1-s idle timer
+    when every partition was paused); a seek to the committed offset wakes it at once. The seek
+    comes after the resume, only after a successful commit, and only to the committed offset
+    (never past a job that was not committed: see test_missing_output_is_never_committed)."""
+    runner, consumer, _producer, _s3, log = make({0: [encoded("a"), encoded("b")], 1: [encoded("c")]})
+    real_resume, real_seek = consumer.resume, consumer.seek
+
+    def resume(parts) -> None:
+        log.append(("resume",))
+        real_resume(parts)
+
+    def seek(tp) -> None:
+        log.append(("seek", tp.partition, tp.offset))
+        real_seek(tp)
+
+    consumer.resume, consumer.seek = resume, seek
+    assert runner.run() == 3
+    commits = [i for i, e in enumerate(log) if e[0] == "commit"]
+    assert len(commits) == 3
+    for i in commits:
+        _, partition, offset = log[i]
+        after = [e for e in log[i + 1:] if e[0] in ("resume", "seek", "commit")]
+        assert after[:2] == [("resume",), ("seek", partition, offset)]
+    assert all(e[0] != "seek" or log[i - 1][0] == "resume" for i, e in enumerate(log))
+
+
 def test_idle_timeout_exits_cleanly() -> None:
     runner, consumer, *_ = make({0: []}, idle=0.2)
     assert runner.run() == 0  # nothing else stops it: without the idle exit this never returns
