@@ -371,7 +371,9 @@ class ClassicTracker(VideoTracker):
     #: guess, the quality clips still leak-free at 320x180, 640x360 and 1280x720 with mean
     #: IoU within 0.013 of 30 iterations' (bench/README.md, "Session 10"); 100 points did leak.
     LK_POINTS = 150
+    #: LK's window: 9x9 is ~25 % cheaper but leaked (occlusion at 640x360, fast blur at 320x180).
     LK_MAX_LEVEL = 3
+    LK_WINDOW = 11
     LK_ITERATIONS = 10
     LK_EPS = 0.01
     #: For this many frames after it is found again, the object's output mask is grown by
@@ -552,7 +554,7 @@ class ClassicTracker(VideoTracker):
 
     # -- models ---------------------------------------------------------------------------
     def _ring(self, obj: np.ndarray) -> np.ndarray:
-        area = max(1.0, float(obj.sum()))
+        area = max(1.0, float(np.count_nonzero(obj)))
         r = int(np.clip(0.6 * np.sqrt(area), 6, 60))
         k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
         return (cv2.dilate(obj.astype(np.uint8), k) > 0) & ~obj
@@ -627,7 +629,7 @@ class ClassicTracker(VideoTracker):
     def _step(self, st: _State, prev_img: np.ndarray, img: np.ndarray, i: int) -> tuple[np.ndarray, float, bool]:
         h, w = img.shape[:2]
         delta = None
-        shown = float(st.vis.sum())  # visible area on the previous frame
+        shown = float(np.count_nonzero(st.vis))  # visible area on the previous frame
         if not st.lost and shown >= 12:
             delta = self._flow_delta(st, prev_img, img)
         if delta is not None and shown < 0.8 * st.anchor_area:
@@ -642,7 +644,7 @@ class ClassicTracker(VideoTracker):
             if st.lost_for < 15:
                 delta[:, 2] = st.velocity[:, 2]
         else:
-            if not st.lost and st.vis.sum() >= 0.8 * st.anchor_area:
+            if not st.lost and np.count_nonzero(st.vis) >= 0.8 * st.anchor_area:
                 # Learn the velocity only while the object is (nearly) fully visible: the
                 # motion of a half-hidden object is easily confused with its occluder's.
                 st.velocity = 0.5 * st.velocity + 0.5 * delta
@@ -684,7 +686,7 @@ class ClassicTracker(VideoTracker):
         c = float(np.clip(ratio, 0.0, 1.0))
         if not is_lost:
             st.vis = vis
-            area = float(vis.sum())
+            area = float(np.count_nonzero(vis))
             anchored = 0.85 * st.anchor_area <= area <= 1.15 * st.anchor_area
             if 0.85 <= ratio <= 1.25 and area > 0 and anchored:
                 # Fully visible: adopt the current shape as the reference (non-rigid change,
@@ -708,7 +710,7 @@ class ClassicTracker(VideoTracker):
             st.vis = vis
         if cover is not None:
             vis = vis | cover
-        shown = float(st.vis.sum())
+        shown = float(np.count_nonzero(st.vis))
         emerging = st.found_for <= self.EMERGE_FRAMES and shown > 1.03 * st.last_area
         st.last_area = shown
         if not is_lost and emerging:
@@ -749,7 +751,7 @@ class ClassicTracker(VideoTracker):
         # On the object's bounding box grown by the ring's width only.
         h, w = obj.shape
         x, y, bw, bh = cv2.boundingRect(obj.astype(np.uint8))
-        r = int(np.clip(0.6 * np.sqrt(max(1.0, float(obj.sum()))), 6, 60)) + 1
+        r = int(np.clip(0.6 * np.sqrt(max(1.0, float(np.count_nonzero(obj)))), 6, 60)) + 1
         sl = (slice(max(0, y - r), min(h, y + bh + r)), slice(max(0, x - r), min(w, x + bw + r)))
         sub = obj[sl]
         idx = _colour_index(img[sl])
@@ -810,7 +812,7 @@ class ClassicTracker(VideoTracker):
             v = to_roi(st.velocity)
             guess = np.ascontiguousarray(fsrc.reshape(-1, 2) @ v[:, :2].T.astype(np.float32)
                                          + v[:, 2].astype(np.float32), np.float32).reshape(-1, 1, 2)
-            nxt, ok, _ = cv2.calcOpticalFlowPyrLK(g0, g1, fsrc, guess, winSize=(11, 11), maxLevel=self.LK_MAX_LEVEL,
+            nxt, ok, _ = cv2.calcOpticalFlowPyrLK(g0, g1, fsrc, guess, winSize=(self.LK_WINDOW, self.LK_WINDOW), maxLevel=self.LK_MAX_LEVEL,
                                                   criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS,
                                                             self.LK_ITERATIONS, self.LK_EPS),
                                                   flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
@@ -841,7 +843,7 @@ class ClassicTracker(VideoTracker):
         best_cost = min(costs)
         try:
             steady = (fit >= self.ECC_SKIP_INLIERS and best is m and st.found_for >= self.ECC_STEADY_AFTER
-                      and st.vis.sum() >= 0.9 * st.anchor_area)
+                      and np.count_nonzero(st.vis) >= 0.9 * st.anchor_area)
             if best_cost <= self.ECC_SKIP_COST or steady:
                 raise cv2.error("good enough")  # the pixels already match: skip refinement
             warp = best.astype(np.float32).copy()
@@ -887,7 +889,7 @@ class ClassicTracker(VideoTracker):
         pose = (shift @ np.vstack([st.pose, [0, 0, 1]]))[:2]
         prior = cv2.warpAffine(st.ref, pose, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR).astype(np.float32) / 255.0
         core = prior > 0.5
-        expected = float(core.sum())
+        expected = float(np.count_nonzero(core))
         if expected < 1:
             return vis, 0.0, None
         k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))
@@ -899,11 +901,11 @@ class ClassicTracker(VideoTracker):
         roi = (score > 0.5) & allowed
         roi = cv2.morphologyEx(roi.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8)) > 0
         opened = cv2.morphologyEx(roi.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)) > 0
-        if opened.sum() >= 0.5 * roi.sum():  # keep thin slivers (an object almost hidden)
+        if np.count_nonzero(opened) >= 0.5 * np.count_nonzero(roi):  # keep thin slivers (an object almost hidden)
             roi = opened
         roi = _largest_touching(roi, core)
         roi = _fill_holes(roi) & allowed
-        ratio = float(roi.sum()) / max(expected, 1.0)
+        ratio = float(np.count_nonzero(roi)) / max(expected, 1.0)
         vis[y0:y1, x0:x1] = roi
         cover = None
         if 0.0 < ratio < 0.9:
