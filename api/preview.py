@@ -37,7 +37,7 @@ from api.auth import User, current_user
 from api.models import PreviewIn
 from api.routes import _own_video
 from gpu_consumers.engine.prompts import Box, Point, Prompt, display_size, prompt_to_coded
-from gpu_consumers.engine.tracking import ClassicTracker, initial_mask
+from gpu_consumers.engine.tracking import ClassicTracker, initial_mask, prompts_on_frame
 from gpu_consumers.engine.yuv import Yuv420
 from tapmask.storage import S3RangeReader
 
@@ -170,13 +170,7 @@ def compute_preview(source: IO[bytes] | str, meta: dict[str, Any], prompt: Promp
     coded = prompt_to_coded(prompt, rotation, width, height)
     sx, sy = sw / width, sh / height
     # As ClassicTracker._track: the prompted frame's positive and negative clicks and its box.
-    pos = [(p.x * sx, p.y * sy) for p in coded.positive_points if p.frame == k]
-    neg = [(p.x * sx, p.y * sy) for p in coded.points if p.label == 0 and p.frame == k]
-    box = None
-    if coded.box is not None and coded.box.frame == k:
-        b = coded.box
-        box = (b.x0 * sx, b.y0 * sy, b.x1 * sx, b.y1 * sy)
-    small = initial_mask(img, pos, neg, box)
+    small = initial_mask(img, *prompts_on_frame(coded, k, sx, sy))
     turned = np.ascontiguousarray(np.rot90(small.astype(np.uint8) * 255, round(rotation / 90) % 4))
     dw, dh = display_size(width, height, rotation)
     full = cv2.resize(turned, (dw, dh), interpolation=cv2.INTER_LINEAR) >= 128

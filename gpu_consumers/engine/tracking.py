@@ -305,6 +305,19 @@ def initial_mask(img: np.ndarray, positives: list[tuple[float, float]], negative
     return best
 
 
+def prompts_on_frame(prompt: Prompt, k: int, sx: float, sy: float) -> tuple[
+        list[tuple[float, float]], list[tuple[float, float]], tuple[float, float, float, float] | None]:
+    """The positive clicks, negative clicks and box of `prompt` on frame `k` (coded
+    coordinates), scaled by (`sx`, `sy`) to tracking pixels: what `initial_mask` takes."""
+    pos = [(p.x * sx, p.y * sy) for p in prompt.positive_points if p.frame == k]
+    neg = [(p.x * sx, p.y * sy) for p in prompt.points if p.label == 0 and p.frame == k]
+    box = None
+    if prompt.box is not None and prompt.box.frame == k:
+        b = prompt.box
+        box = (b.x0 * sx, b.y0 * sy, b.x1 * sx, b.y1 * sy)
+    return pos, neg, box
+
+
 @dataclass
 class _State:
     ref: np.ndarray  # uint8 0/255 reference shape
@@ -466,12 +479,7 @@ class ClassicTracker(VideoTracker):
             raise EmptyVideo(f"No frame of {info.path.name!r} could be decoded.")
         # The prompted frame (the last one when the file holds fewer frames than it said).
         k = prompt.frame if frames.have(prompt.frame) else len(frames) - 1
-        pos = [(p.x * sx, p.y * sy) for p in prompt.positive_points if p.frame == k]
-        neg = [(p.x * sx, p.y * sy) for p in prompt.points if p.label == 0 and p.frame == k]
-        box = None
-        if prompt.box is not None and prompt.box.frame == k:
-            b = prompt.box
-            box = (b.x0 * sx, b.y0 * sy, b.x1 * sx, b.y1 * sy)
+        pos, neg, box = prompts_on_frame(prompt, k, sx, sy)
         if not pos and box is None:
             raise InvalidPrompt("Click on the object (a positive point) or draw a box around it.")
         self._neg_by_frame: dict[int, list[tuple[float, float]]] = {}
