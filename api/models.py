@@ -41,14 +41,24 @@ class OptionsIn(BaseModel):
     export_masks: bool = True
 
 
-class SegmentIn(BaseModel):
-    """``POST /api/v1/segment``: a single ``point`` or a list of ``points`` (at least one positive)."""
+class ClicksIn(BaseModel):
+    """The clicks and box that designate the object (display pixels, api/README.md
+    "Coordinates"): a single ``point`` and/or a list of ``points``, and an optional ``box``."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    video_id: str = Field(alias="videoId", min_length=1, max_length=64)
     point: PointIn | None = None
     points: list[PointIn] | None = Field(default=None, max_length=64)
     box: BoxIn | None = None
+
+    def all_points(self) -> list[PointIn]:
+        """``point`` and ``points`` together."""
+        return ([self.point] if self.point else []) + list(self.points or [])
+
+
+class SegmentIn(ClicksIn):
+    """``POST /api/v1/segment``: a single ``point`` or a list of ``points`` (at least one positive)."""
+
+    video_id: str = Field(alias="videoId", min_length=1, max_length=64)
     mode: Mode = "blur"
     options: OptionsIn = OptionsIn()
 
@@ -58,10 +68,6 @@ class SegmentIn(BaseModel):
         if not any(p.label == 1 for p in pts):
             raise ValueError("give at least one point on the object: 'point' or 'points' with label 1")
         return self
-
-    def all_points(self) -> list[PointIn]:
-        """``point`` and ``points`` together."""
-        return ([self.point] if self.point else []) + list(self.points or [])
 
 
 class DevTokenIn(BaseModel):
@@ -73,22 +79,13 @@ class DevTokenIn(BaseModel):
     region: str = Field(default="eu", min_length=1, max_length=16, pattern=r"^[a-z0-9-]+$")
 
 
-class PreviewIn(BaseModel):
+class PreviewIn(ClicksIn):
     """``POST /api/v1/videos/{videoId}/preview``: the same clicks and box as ``/segment`` takes
     (a positive point or a box is needed; the prompted frame is the first positive point's,
     else the box's)."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    point: PointIn | None = None
-    points: list[PointIn] | None = Field(default=None, max_length=64)
-    box: BoxIn | None = None
 
     @model_validator(mode="after")
     def _something_designates_the_object(self) -> "PreviewIn":
         if self.box is None and not any(p.label == 1 for p in self.all_points()):
             raise ValueError("give at least one point on the object (label 1) or a box around it")
         return self
-
-    def all_points(self) -> list[PointIn]:
-        """``point`` and ``points`` together."""
-        return ([self.point] if self.point else []) + list(self.points or [])

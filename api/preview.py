@@ -35,7 +35,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 
 from api.auth import User, current_user
 from api.models import PreviewIn
-from api.routes import _own_video
+from api.routes import _check_against_metadata, _own_video
 from gpu_consumers.engine.prompts import Box, Point, Prompt, display_size, prompt_to_coded
 from gpu_consumers.engine.tracking import ClassicTracker, initial_mask, prompts_on_frame
 from gpu_consumers.engine.yuv import Yuv420
@@ -80,25 +80,6 @@ def tracking_size(width: int, height: int, max_side: int = TRACKING_MAX_SIDE) ->
     as ``ClassicTracker._small_size``."""
     scale = min(1.0, max_side / max(width, height))
     return max(8, int(round(width * scale))), max(8, int(round(height * scale)))
-
-
-def prompt_problem(prompt: Prompt, width: int, height: int, frame_count: int) -> str | None:
-    """Why `prompt` (display coordinates) cannot be previewed on a video of that display size,
-    or None. The same rules as the engine's ``validate_prompt``."""
-    if not prompt.positive_points and prompt.box is None:
-        return "give at least one point on the object (label 1) or a box around it"
-    for p in prompt.points:
-        if not (math.isfinite(p.x) and math.isfinite(p.y) and 0 <= p.x < width and 0 <= p.y < height):
-            return f"point ({p.x:g}, {p.y:g}) is outside the {width}x{height} frame"
-        if not 0 <= p.frame < frame_count:
-            return f"frame {p.frame} is past the end of the video ({frame_count} frames)"
-    if prompt.box is not None:
-        b = prompt.box
-        if not (0 <= b.x0 < b.x1 <= width and 0 <= b.y0 < b.y1 <= height):
-            return f"box ({b.x0:g},{b.y0:g})-({b.x1:g},{b.y1:g}) must be a non-empty box inside the {width}x{height} frame"
-        if not 0 <= b.frame < frame_count:
-            return f"box frame {b.frame} is past the end of the video ({frame_count} frames)"
-    return None
 
 
 def read_frame(source: IO[bytes] | str, index: int, fps: Fraction, size: tuple[int, int],
@@ -239,11 +220,8 @@ async def preview(video_id: str, body: PreviewIn, request: Request, user: User =
     if video.state == "rejected":
         raise HTTPException(status_code=422, detail=f"the video was rejected: {video.reason}")
     meta = video.metadata or {}
+    _check_against_metadata(body, meta)  # the same checks and answers as /segment
     prompt = to_prompt(body)
-    dw, dh = display_size(int(meta.get("width", 0)), int(meta.get("height", 0)), int(meta.get("rotation") or 0))
-    problem = prompt_problem(prompt, dw, dh, int(meta.get("frame_count", 0)))
-    if problem is not None:
-        raise HTTPException(status_code=422, detail=problem)
     with _in_flight_lock:
         if _in_flight >= MAX_IN_FLIGHT:
             raise HTTPException(status_code=503, detail="too many previews are being made; retry in a second", headers={"Retry-After": "1"})

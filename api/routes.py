@@ -16,7 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from api.auth import User, authenticate, bearer, current_user, mint_token
 from api.guards import Idempotency, check_rate, fingerprint
 from api.masks import list_masks, zip_stream
-from api.models import DevTokenIn, SegmentIn
+from api.models import ClicksIn, DevTokenIn, SegmentIn
 from api.view import VIDEO_DELETED, month_of
 from gpu_consumers.engine.prompts import display_size
 from producers.upload import UploadRejected, publish_uploaded, stream_multipart_to_s3
@@ -243,19 +243,29 @@ def frame_size_for_clicks(meta: dict[str, Any]) -> tuple[int, int]:
     return display_size(int(meta.get("width") or 0), int(meta.get("height") or 0), int(meta.get("rotation") or 0))
 
 
-def _check_against_metadata(body: SegmentIn, meta: dict[str, Any]) -> None:
+def clicks_problem(body: ClicksIn, meta: dict[str, Any]) -> str | None:
+    """Why the clicks and box of `body` do not fit the video `meta` describes (a point or box
+    outside the display frame, a frame past the end), or None. `/segment` and `/preview`
+    answer it with a 422."""
     (w, h), n = frame_size_for_clicks(meta), meta.get("frame_count", 0)
     for p in body.all_points():
         if p.x >= w or p.y >= h:
-            raise HTTPException(status_code=422, detail=f"point ({p.x:g}, {p.y:g}) is outside the {w}x{h} frame")
+            return f"point ({p.x:g}, {p.y:g}) is outside the {w}x{h} frame"
         if p.frame >= n:
-            raise HTTPException(status_code=422, detail=f"frame {p.frame} is past the end of the video ({n} frames)")
+            return f"frame {p.frame} is past the end of the video ({n} frames)"
     if body.box is not None:
         b = body.box
         if not (0 <= b.x0 < b.x1 <= w and 0 <= b.y0 < b.y1 <= h):
-            raise HTTPException(status_code=422, detail=f"box ({b.x0:g},{b.y0:g})-({b.x1:g},{b.y1:g}) must be a non-empty box inside the {w}x{h} frame")
+            return f"box ({b.x0:g},{b.y0:g})-({b.x1:g},{b.y1:g}) must be a non-empty box inside the {w}x{h} frame"
         if b.frame >= n:
-            raise HTTPException(status_code=422, detail=f"box frame {b.frame} is past the end of the video ({n} frames)")
+            return f"box frame {b.frame} is past the end of the video ({n} frames)"
+    return None
+
+
+def _check_against_metadata(body: ClicksIn, meta: dict[str, Any]) -> None:
+    problem = clicks_problem(body, meta)
+    if problem is not None:
+        raise HTTPException(status_code=422, detail=problem)
 
 
 async def _segment(body: SegmentIn, request: Request, user: User) -> dict[str, Any]:

@@ -8,8 +8,7 @@ import pytest
 from fastapi import HTTPException
 
 from api.models import PreviewIn, SegmentIn
-from api.preview import prompt_problem, to_prompt
-from api.routes import _check_against_metadata, frame_size_for_clicks
+from api.routes import _check_against_metadata, clicks_problem, frame_size_for_clicks
 from gpu_consumers.engine.prompts import display_size
 from processors.validation import display_size as validator_display_size
 from processors.validation import request_problem
@@ -62,7 +61,7 @@ def test_the_route_the_preview_and_the_validator_agree_on_every_point() -> None:
                 route_ok = True
             except HTTPException:
                 route_ok = False
-            preview_ok = prompt_problem(to_prompt(PreviewIn.model_validate({"points": [point]})), dw, dh, FRAMES) is None
+            preview_ok = clicks_problem(PreviewIn.model_validate({"points": [point]}), m) is None
             req = {"owner_id": "u", "mode": "blur", "points": [point], "box": None}
             validator_ok = request_problem(req, video) is None
             assert route_ok == preview_ok == validator_ok == (x < dw and y < dh), (rotation, x, y)

@@ -10,7 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from api.preview import compute_preview, preview_body, prompt_problem, read_frame, tracking_size
+from pydantic import ValidationError
+
+from api.models import PreviewIn
+from api.preview import compute_preview, preview_body, read_frame, tracking_size
+from api.routes import clicks_problem
 from gpu_consumers.engine import Box, Point, Prompt, track_video
 from gpu_consumers.engine.prompts import coded_to_display
 from gpu_consumers.engine.video_io import VideoReader, probe
@@ -94,8 +98,16 @@ def test_a_rotated_video_answers_in_display_orientation(tmp_path: Path) -> None:
 
 
 def test_prompt_problems_are_sentences() -> None:
-    assert prompt_problem(Prompt([Point(10, 10, 0, 1)]), W, H, 100) is None
-    assert "outside the 480x270 frame" in prompt_problem(Prompt([Point(480, 10, 0, 1)]), W, H, 100)
-    assert "past the end" in prompt_problem(Prompt([Point(10, 10, 100, 1)]), W, H, 100)
-    assert "point on the object" in prompt_problem(Prompt([Point(10, 10, 0, 0)]), W, H, 100)
-    assert "non-empty box" in prompt_problem(Prompt([], Box(50, 50, 40, 60, 0)), W, H, 100)
+    """The preview answers bad clicks as /segment does (`routes.clicks_problem`, one check for both)."""
+    meta = {"width": W, "height": H, "rotation": 0, "frame_count": 100}
+
+    def problem(body: dict) -> str | None:
+        return clicks_problem(PreviewIn.model_validate(body), meta)
+
+    assert problem({"points": [{"x": 10, "y": 10, "frame": 0, "label": 1}]}) is None
+    assert "outside the 480x270 frame" in problem({"points": [{"x": 480, "y": 10, "frame": 0, "label": 1}]})
+    assert "past the end" in problem({"points": [{"x": 10, "y": 10, "frame": 100, "label": 1}]})
+    with pytest.raises(ValidationError) as e:
+        PreviewIn.model_validate({"points": [{"x": 10, "y": 10, "frame": 0, "label": 0}]})
+    assert "point on the object" in str(e.value)
+    assert "non-empty box" in problem({"box": {"x0": 50, "y0": 50, "x1": 40, "y1": 60, "frame": 0}})
