@@ -37,7 +37,8 @@ from api.auth import User, current_user
 from api.models import PreviewIn
 from api.routes import _check_against_metadata, _own_video
 from gpu_consumers.engine.prompts import Box, Point, Prompt, display_size, prompt_to_coded
-from gpu_consumers.engine.tracking import ClassicTracker, initial_mask, prompts_on_frame
+from gpu_consumers.engine.tracking import ClassicTracker, initial_mask, prompts_on_frame, small_size
+from gpu_consumers.engine.video_io import scaled_bgr
 from gpu_consumers.engine.yuv import Yuv420
 from tapmask.storage import S3RangeReader
 
@@ -76,10 +77,8 @@ class PreviewMask:
 
 
 def tracking_size(width: int, height: int, max_side: int = TRACKING_MAX_SIDE) -> tuple[int, int]:
-    """The size the tracker works at for a `width` x `height` (coded) video: the same formula
-    as ``ClassicTracker._small_size``."""
-    scale = min(1.0, max_side / max(width, height))
-    return max(8, int(round(width * scale))), max(8, int(round(height * scale)))
+    """The size the tracker works at for a `width` x `height` (coded) video."""
+    return small_size(width, height, max_side)
 
 
 def read_frame(source: IO[bytes] | str, index: int, fps: Fraction, size: tuple[int, int],
@@ -112,18 +111,7 @@ def read_frame(source: IO[bytes] | str, index: int, fps: Fraction, size: tuple[i
             container.seek(start, stream=stream, backward=True, any_frame=False)
             chosen = _last_before(container.decode(stream), when, target, deadline, index) or first
         found = int(round(float(when(chosen) * fps))) if chosen.pts is not None else index
-        return small_bgr(chosen, size), min(found, index)
-
-
-def small_bgr(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
-    """`frame` as a BGR picture of `size`, converted as the engine's reader converts frames
-    for tracking (``VideoReader._decoded``): 4:2:0 planes scaled, then BT.601 to BGR."""
-    planes = Yuv420.from_frame(frame)
-    if planes is not None:
-        small = [cv2.resize(p, size, interpolation=cv2.INTER_AREA) for p in (planes.y, planes.u, planes.v)]
-        return cv2.cvtColor(cv2.merge(small), cv2.COLOR_YUV2BGR)
-    return frame.to_ndarray(format="bgr24", width=size[0], height=size[1], src_colorspace=int(frame.colorspace),
-                            src_color_range=int(frame.color_range), interpolation="AREA")
+        return scaled_bgr(chosen, size, Yuv420.from_frame(chosen)), min(found, index)
 
 
 def _last_before(frames: Any, when: Any, target: Fraction, deadline: float, index: int) -> av.VideoFrame | None:

@@ -305,6 +305,13 @@ def initial_mask(img: np.ndarray, positives: list[tuple[float, float]], negative
     return best
 
 
+def small_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """The (width, height) a `width` x `height` video is tracked at: its longer side scaled
+    down to `max_side` (never up), at least 8 px."""
+    scale = min(1.0, max_side / max(width, height))
+    return max(8, int(round(width * scale))), max(8, int(round(height * scale)))
+
+
 def prompts_on_frame(prompt: Prompt, k: int, sx: float, sy: float) -> tuple[
         list[tuple[float, float]], list[tuple[float, float]], tuple[float, float, float, float] | None]:
     """The positive clicks, negative clicks and box of `prompt` on frame `k` (coded
@@ -434,8 +441,7 @@ class ClassicTracker(VideoTracker):
 
     # -- small frames ---------------------------------------------------------------------
     def _small_size(self, info: VideoInfo) -> tuple[int, int]:
-        scale = min(1.0, self.max_side / max(info.width, info.height))
-        return max(8, int(round(info.width * scale))), max(8, int(round(info.height * scale)))
+        return small_size(info.width, info.height, self.max_side)
 
     def _load(self, i: int) -> np.ndarray:
         return self._frames.load(i)

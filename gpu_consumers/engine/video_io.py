@@ -214,6 +214,19 @@ def capped_size(width: int, height: int, max_short_side: int | None) -> tuple[in
     return (new_long, new_short) if width >= height else (new_short, new_long)
 
 
+def scaled_bgr(frame: av.VideoFrame, size: tuple[int, int], planes: Yuv420 | None) -> np.ndarray:
+    """`frame` as a BGR picture of `size` (width, height), as tracking takes it: from its
+    4:2:0 `planes` (`Yuv420.from_frame`, or None) the Y, U and V planes are scaled (area
+    averaging, no full-size colour conversion) and the small picture converted (BT.601
+    maths: close enough to the true colours for tracking, and much cheaper); other frames go
+    through FFmpeg's converter."""
+    if planes is not None:
+        small = [cv2.resize(p, size, interpolation=cv2.INTER_AREA) for p in (planes.y, planes.u, planes.v)]
+        return cv2.cvtColor(cv2.merge(small), cv2.COLOR_YUV2BGR)
+    return frame.to_ndarray(format="bgr24", width=size[0], height=size[1], src_colorspace=int(frame.colorspace),
+                            src_color_range=int(frame.color_range), interpolation="AREA")
+
+
 class VideoReader:
     """Decodes one file in a single pass; iterate to get `DecodedFrame`s and audio packets.
 
@@ -314,17 +327,10 @@ class VideoReader:
         planes = Yuv420.from_frame(frame) if native and (size is not None or self.yuv) else None
         if planes is not None and size is None:
             return DecodedFrame(index, planes, frame.pts, time_base)
-        if planes is not None:
-            # Small frames for tracking: scale the Y, U and V planes (no full-size colour
-            # conversion), then convert the small picture. BT.601 maths: close enough to
-            # the true colours for tracking, and much cheaper.
-            small = [cv2.resize(p, size, interpolation=cv2.INTER_AREA) for p in (planes.y, planes.u, planes.v)]
-            return DecodedFrame(index, cv2.cvtColor(cv2.merge(small), cv2.COLOR_YUV2BGR), frame.pts, time_base)
-        image = frame.to_ndarray(
-            format="bgr24", width=width, height=height,
-            src_colorspace=int(frame.colorspace), src_color_range=int(frame.color_range),
-            interpolation="AREA" if size is not None else None,
-        )
+        if size is not None:
+            return DecodedFrame(index, scaled_bgr(frame, size, planes), frame.pts, time_base)
+        image = frame.to_ndarray(format="bgr24", width=width, height=height,
+                                 src_colorspace=int(frame.colorspace), src_color_range=int(frame.color_range))
         return DecodedFrame(index, image, frame.pts, time_base)
 
     def close(self) -> None:
