@@ -40,6 +40,17 @@ def sample_object_center(frame_index: int, width: int, height: int, fps: float) 
     return x, y
 
 
+def sample_object_mask(frame_index: int, width: int, height: int, fps: float) -> np.ndarray:
+    """Where the disc is on frame `frame_index` (bool, height x width, coded orientation):
+    exactly the pixels the clip paints with it (the ground truth tests compare masks with)."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    return _disc(*sample_object_center(frame_index, width, height, fps), xx, yy)
+
+
+def _disc(cx: float, cy: float, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
+    return (xx - cx) ** 2 + (yy - cy) ** 2 <= OBJECT_RADIUS**2
+
+
 def _noise_texture(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
     """Smooth low-amplitude noise (about +-6 levels), float32 HxW, wrapping at the edges."""
     coarse = rng.standard_normal((height // 4 + 2, width // 4 + 2)).astype(np.float32)
@@ -69,7 +80,7 @@ def _render_frame(index: int, width: int, height: int, fps: int, texture: np.nda
     img = np.stack([r + tex, g + tex, b + tex], axis=-1)
 
     cx, cy = sample_object_center(index, width, height, fps)
-    inside = (xx - cx) ** 2 + (yy - cy) ** 2 <= OBJECT_RADIUS**2
+    inside = _disc(cx, cy, xx, yy)
     checker = ((np.floor((xx - cx) / 4) + np.floor((yy - cy) / 4)) % 2).astype(np.float32)
     disc = np.stack([225 + 30 * checker, 200 + 55 * checker, 40 + 200 * checker], axis=-1)
     img = np.where(inside[..., None], disc, img)

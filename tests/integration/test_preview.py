@@ -16,7 +16,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tapmask.samples import OBJECT_RADIUS, make_sample_clip, sample_object_center
+from tapmask.samples import OBJECT_RADIUS, make_sample_clip, sample_object_center, sample_object_mask
+from tapmask.synthetic import iou
 from tapmask.settings import Settings
 from tapmask.storage import s3_client
 
@@ -63,10 +64,8 @@ def click(frame: int) -> dict[str, Any]:
 
 
 def object_mask(frame: int) -> np.ndarray:
-    """Where the clip's disc is on `frame` (pixel centres inside its radius)."""
-    x, y = sample_object_center(frame, W, H, FPS)
-    yy, xx = np.mgrid[0:H, 0:W]
-    return (xx + 0.5 - x) ** 2 + (yy + 0.5 - y) ** 2 <= OBJECT_RADIUS**2
+    """Where the clip's disc is on `frame`."""
+    return sample_object_mask(frame, W, H, FPS)
 
 
 def decoded_mask(body: dict[str, Any]) -> np.ndarray:
@@ -76,10 +75,6 @@ def decoded_mask(body: dict[str, Any]) -> np.ndarray:
     grey = cv2.imdecode(png, cv2.IMREAD_UNCHANGED)
     assert grey is not None and grey.shape == (body["height"], body["width"]) and grey.dtype == np.uint8
     return grey >= 128
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum() / max(1, (a | b).sum()))
 
 
 def test_preview_mask_covers_the_clicked_object(api_url: str, mint: Callable[..., str], clip: Path) -> None:

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from tapmask.client import ApiError, TapMaskClient
-from tapmask.samples import OBJECT_RADIUS, make_sample_clip, sample_object_center
+from tapmask.samples import make_sample_clip, sample_object_mask
+from tapmask.synthetic import iou
 
 pytestmark = pytest.mark.integration
 W, H, FPS, SECONDS, ROTATION = 480, 270, 25, 2.0, 90  # stored size; shown H x W
@@ -39,10 +40,8 @@ def client(api_url: str, mint: Callable[..., str]) -> TapMaskClient:
 
 
 def stored_disc(frame: int) -> np.ndarray:
-    """The clip's object on `frame` in the stored (coded) picture: pixel centres in its radius."""
-    x, y = sample_object_center(frame, W, H, FPS)
-    yy, xx = np.mgrid[0:H, 0:W]
-    return (xx + 0.5 - x) ** 2 + (yy + 0.5 - y) ** 2 <= OBJECT_RADIUS**2
+    """The clip's object on `frame` in the stored (coded) picture."""
+    return sample_object_mask(frame, W, H, FPS)
 
 
 def shown_disc(frame: int, rotation: int) -> np.ndarray:
@@ -60,10 +59,6 @@ def png_mask(data: bytes) -> np.ndarray:
     grey = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
     assert grey is not None
     return grey >= 128
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum() / max(1, (a | b).sum()))
 
 
 def preview(client: TapMaskClient, video_id: str, body: dict[str, Any]) -> Any:

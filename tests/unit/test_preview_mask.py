@@ -18,7 +18,8 @@ from api.routes import clicks_problem
 from gpu_consumers.engine import Box, Point, Prompt, track_video
 from gpu_consumers.engine.prompts import coded_to_display
 from gpu_consumers.engine.video_io import VideoReader, probe
-from tapmask.samples import OBJECT_RADIUS, make_sample_clip, sample_object_center
+from tapmask.samples import OBJECT_RADIUS, make_sample_clip, sample_object_center, sample_object_mask
+from tapmask.synthetic import iou
 
 W, H, FPS = 480, 270, 25
 
@@ -36,14 +37,7 @@ def meta_of(path: Path) -> dict:
 
 def disc(frame: int, width: int, height: int, rotation: int = 0) -> np.ndarray:
     """The clip's object on `frame`, in display orientation."""
-    x, y = sample_object_center(frame, W, H, FPS)
-    yy, xx = np.mgrid[0:H, 0:W]
-    coded = (xx + 0.5 - x) ** 2 + (yy + 0.5 - y) ** 2 <= OBJECT_RADIUS**2
-    return np.rot90(coded, rotation // 90)
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum() / max(1, (a | b).sum()))
+    return np.rot90(sample_object_mask(frame, W, H, FPS), rotation // 90)
 
 
 def test_tracking_size_is_the_trackers() -> None:
