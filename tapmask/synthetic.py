@@ -43,6 +43,9 @@ class GTClip:
     fps: int
     masks: np.ndarray  # bool (frames, height, width): visible object pixels
     click: tuple[float, float, int]  # x, y, frame
+    #: (frames, 2) int: where each frame's view starts on the background (x, y); a
+    #: background point at p on frame i-1 is at ``p - (camera[i] - camera[i-1])`` on frame i.
+    camera: np.ndarray | None = None
 
     @property
     def frames(self) -> int:
@@ -173,7 +176,8 @@ def make_gt_clip(
         click_frame = 0
     cx, cy, a, _ = scene.obj(click_frame)
     # Click inside the object, a little off-centre (users never hit the exact centre).
-    return GTClip(path, kind, width, height, fps, masks, (cx + 0.2 * a, cy, click_frame))
+    camera = np.array([[round(v) for v in scene.cam(float(i))] for i in range(frames)], int)
+    return GTClip(path, kind, width, height, fps, masks, (cx + 0.2 * a, cy, click_frame), camera)
 
 
 def iou(pred: np.ndarray, truth: np.ndarray) -> float:

@@ -84,3 +84,22 @@ def test_track_round_trips_through_bytes_and_masks_out(tmp_path):
     assert len(doc["masks"]) == 8 and (folder / "000007.png").exists()
     m = doc["masks"][3]
     assert set(m) == {"frame", "file", "bbox", "area", "confidence", "lost"} and m["area"] > 0
+
+
+@pytest.mark.parametrize("kind", ["pan", "basic"])
+def test_camera_motion_follows_the_true_pan(tmp_path, kind):
+    # Erase moves background pixels along the estimated camera motion: off by a pixel, the
+    # filled hole shows a seam. The synthetic camera moves by whole pixels (`GTClip.camera`).
+    w, h = 640, 360
+    clip = make_gt_clip(tmp_path / f"{kind}.mp4", kind, w, h, 30)
+    track = track_video(clip.path, Prompt([Point(*clip.click)]), tracker=ClassicTracker(camera_motion=True))
+    probes = np.array([[0.25 * w, 0.25 * h], [0.75 * w, 0.25 * h], [0.5 * w, 0.5 * h], [0.25 * w, 0.75 * h],
+                       [0.75 * w, 0.75 * h]])
+    errors = []
+    for i in range(1, len(track)):
+        shift = clip.camera[i] - clip.camera[i - 1]
+        mapped = np.c_[probes, np.ones(len(probes))] @ track.motion_between(i - 1, i).T
+        errors.append(np.abs(mapped[:, :2] / mapped[:, 2:] - (probes - shift)).max())
+    if kind == "pan":
+        assert np.abs(np.diff(clip.camera, axis=0)).sum() > 100  # the camera did move
+    assert np.mean(errors) < 0.1 and max(errors) < 0.3, (np.mean(errors), max(errors))
