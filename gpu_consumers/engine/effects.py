@@ -48,15 +48,18 @@ def soft_alpha(mask: np.ndarray, margin_px: int, feather_px: int) -> tuple[np.nd
     grow = margin_px + feather_px + 1
     rows, cols = mask.shape[:2]
     region = (slice(max(0, y - grow), min(rows, y + h + grow)), slice(max(0, x - grow), min(cols, x + w + grow)))
-    core = (mask[region] > 0).astype(np.uint8)
-    if margin_px > 0:
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin_px + 1, 2 * margin_px + 1))
-        core = cv2.dilate(core, kernel)
+    # The exact Euclidean distance of every pixel to the mask (0 on it). The mask grown by
+    # the margin is where it is <= margin_px + 0.5: a superset of the dilation by OpenCV's
+    # elliptic disc of that radius, which takes the pixels with |dx| <= round(sqrt(r^2 - dy^2)),
+    # i.e. within r + 0.5. The feather falls to 0 at margin + feather + 1, the region's edge.
+    # One transform instead of a dilation and a transform of its result (the dilation cost
+    # as much as the transform: ~0.1 ms a frame at 640x360).
+    outside = np.where(mask[region] > 0, 0, 255).astype(np.uint8)
+    dist = cv2.distanceTransform(outside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     if feather_px == 0:
-        return core.astype(np.float32), region
-    # Distance of every pixel to the nearest core pixel (0 inside the core).
-    dist = cv2.distanceTransform((core == 0).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    alpha = np.clip(1.0 - dist / (feather_px + 1), 0.0, 1.0).astype(np.float32)
+        return (dist <= margin_px + 0.5).astype(np.float32), region
+    ramp = feather_px + 0.5  # from margin + 0.5 (weight 1) to margin + feather + 1 (weight 0)
+    alpha = np.clip((grow - dist) / ramp, 0.0, 1.0, out=dist)
     return alpha, region
 
 

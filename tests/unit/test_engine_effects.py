@@ -80,6 +80,24 @@ def test_feather_blends_between_margin_and_outside(frame, mask):
     assert (alpha[dist > MARGIN + FEATHER + 2] == 0).all()
 
 
+@pytest.mark.parametrize("margin", [0, 1, 5, 8, 13])
+def test_margin_covers_at_least_a_disc_dilation_and_nothing_past_the_reach(mask, margin):
+    # The margin is a distance to the mask; it must never cover less than dilating by
+    # OpenCV's elliptic disc of that radius (what the effect did before), and the feather
+    # must end by margin + feather + 1.
+    alpha, region = soft_alpha(mask, margin, FEATHER)
+    full = np.zeros(mask.shape, np.float32)
+    full[region] = alpha
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
+    dilated = cv2.dilate((mask > 0).astype(np.uint8), disc) > 0
+    assert (full[dilated] == 1).all()
+    assert (full[_distance_to_mask(mask) >= margin + FEATHER + 1] == 0).all()
+    hard, hard_region = soft_alpha(mask, margin, 0)  # no feather: the grown mask itself
+    core = np.zeros(mask.shape, bool)
+    core[hard_region] = hard == 1
+    assert np.array_equal(core, full == 1)
+
+
 def test_fill_is_exact_inside_and_pixelate_makes_blocks(frame, mask):
     filled = apply_fill(frame, mask, color_bgr=(10, 200, 30), margin_px=MARGIN, feather_px=FEATHER)
     assert (filled[mask > 0] == (10, 200, 30)).all()
