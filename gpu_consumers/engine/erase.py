@@ -31,7 +31,13 @@ INPAINT_MAX_SIDE = 48
 
 
 def grow_mask(mask: np.ndarray, grow: int) -> np.ndarray:
-    """`mask` dilated by `grow` pixels (a disc), computed on its bounding box only."""
+    """`mask` (uint8, 0 and one value) grown by `grow` pixels: that value on every pixel
+    within ``grow + 0.5`` of it (Euclidean), computed on its bounding box only.
+
+    The same pixels `effects.soft_alpha` takes within its margin: a superset of the dilation
+    by OpenCV's elliptic disc of radius `grow`, from one distance transform (~4x cheaper than
+    that dilation for erase's 17-px growth).
+    """
     out = np.zeros_like(mask)
     x, y, w, h = cv2.boundingRect(mask)
     if w == 0 or h == 0:
@@ -39,8 +45,9 @@ def grow_mask(mask: np.ndarray, grow: int) -> np.ndarray:
     rows, cols = mask.shape[:2]
     y0, x0 = max(0, y - grow), max(0, x - grow)
     y1, x1 = min(rows, y + h + grow), min(cols, x + w + grow)
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
-    out[y0:y1, x0:x1] = cv2.dilate(mask[y0:y1, x0:x1], kernel)
+    sub = mask[y0:y1, x0:x1]
+    dist = cv2.distanceTransform(np.where(sub > 0, 0, 255).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    out[y0:y1, x0:x1] = np.where(dist <= grow + 0.5, sub.max(), 0).astype(mask.dtype)
     return out
 
 
