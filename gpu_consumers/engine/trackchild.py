@@ -36,6 +36,7 @@ import multiprocessing as mp
 import os
 import pickle
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -55,11 +56,19 @@ POLL_S = 0.1
 STOP_GRACE_S = 5.0
 
 
+#: The child sends progress at most this often (seconds), and always a stage's first and last.
+PROGRESS_EVERY_S = 0.1
+
+
 class _PipeFeed:
-    """The child's stand-in for `LiveTrack`: sends what the tracker publishes to the parent."""
+    """The child's stand-in for `LiveTrack`: sends what the tracker publishes to the parent.
+
+    Masks travel as bits (`pack_masks`): a 320x180 mask is 7 KB instead of a 57 KB bool
+    array, and pickling and piping them was ~5 % of the tracking process's time."""
 
     def __init__(self, conn: Any) -> None:
         self.conn, self.sent = conn, 0
+        self._last_progress: tuple[str, float] | None = None
 
     def start(self, pts: list[int | None]) -> None:
         self.conn.send(("start", list(pts)))
@@ -67,14 +76,31 @@ class _PipeFeed:
     def publish(self, upto: int, masks: list, motions: list | None = None, pts: list | None = None) -> None:
         if upto <= self.sent:
             return
-        new = [np.asarray(masks[i]) for i in range(self.sent, upto)]
+        new = pack_masks([masks[i] for i in range(self.sent, upto)])
         moved = None if motions is None else [np.asarray(motions[i]) for i in range(self.sent, upto)]
         stamps = None if pts is None else [pts[i] for i in range(self.sent, upto)]
         self.conn.send(("publish", self.sent, new, moved, stamps))
         self.sent = upto
 
     def progress(self, stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        last = self._last_progress
+        if last is not None and last[0] == stage and done < total and now - last[1] < PROGRESS_EVERY_S:
+            return  # the parent reports at most a few times a second anyway (`pipeline._Throttle`)
+        self._last_progress = (stage, now)
         self.conn.send(("progress", stage, done, total))
+
+
+def pack_masks(masks: list) -> tuple[tuple[int, int], list[bytes]]:
+    """Masks of one size (bool or 0/non-zero arrays) as ``((height, width), [bits, ...])``."""
+    shape = np.asarray(masks[0]).shape[:2]
+    return (int(shape[0]), int(shape[1])), [np.packbits(np.asarray(m).reshape(-1) > 0).tobytes() for m in masks]
+
+
+def unpack_masks(packed: tuple[tuple[int, int], list[bytes]]) -> list[np.ndarray]:
+    """The inverse of `pack_masks`: uint8 0/1 arrays."""
+    (h, w), bits = packed
+    return [np.unpackbits(np.frombuffer(b, np.uint8), count=h * w).reshape(h, w) for b in bits]
 
 
 def _child_main(conn: Any, stop: Any, tracker: Any, in_path: str, info: VideoInfo, prompt: Prompt) -> None:
@@ -177,7 +203,7 @@ class TrackingChild:
                     raise EngineError(f"The tracking process ended unexpectedly (exit code {proc.exitcode}).") from None
                 kind = msg[0]
                 if kind == "publish":
-                    first, masks, motions, pts = msg[1], msg[2], msg[3], msg[4]
+                    first, masks, motions, pts = msg[1], unpack_masks(msg[2]), msg[3], msg[4]
                     feed.publish(first + len(masks), _Offset(first, masks),
                                  None if motions is None else _Offset(first, motions),
                                  None if pts is None else _Offset(first, pts))

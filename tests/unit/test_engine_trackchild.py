@@ -139,3 +139,28 @@ def test_an_unpicklable_tracker_is_not_sent_to_a_child(occlusion):
     info = probe(occlusion.path)
     x, y, f = occlusion.click
     assert trackchild.TrackingChild(Local(), occlusion.path, info, Prompt([Point(x, y, f)])).start() is None
+
+
+def test_masks_cross_the_pipe_as_bits_and_progress_is_thinned():
+    rng = np.random.default_rng(3)
+    masks = [rng.random((37, 53)) > 0.5, np.zeros((37, 53), bool), np.full((37, 53), 255, np.uint8)]
+    back = trackchild.unpack_masks(trackchild.pack_masks(masks))
+    assert all(np.array_equal(b > 0, np.asarray(m) > 0) for m, b in zip(masks, back))
+
+    class _Conn:
+        def __init__(self) -> None:
+            self.sent: list = []
+
+        def send(self, msg) -> None:
+            self.sent.append(msg)
+
+    conn = _Conn()
+    feed = trackchild._PipeFeed(conn)
+    for done in range(500):  # far faster than PROGRESS_EVERY_S
+        feed.progress("tracking", done, 1000)
+    feed.progress("tracking", 1000, 1000)
+    feed.progress("processing", 0, 10)
+    steps = [m[1:] for m in conn.sent]
+    assert steps[0] == ("tracking", 0, 1000)  # a stage's first report and its last always go
+    assert ("tracking", 1000, 1000) in steps and steps[-1] == ("processing", 0, 10)
+    assert len(steps) < 20
