@@ -128,9 +128,10 @@ def max_output_height(spec: dict[str, Any]) -> int | None:
 
 
 def write_masks(track: Any, folder: Path, progress: ProgressFn, should_cancel: Callable[[], bool],
-                size: tuple[int, int] | None = None) -> Path:
-    """``track.write_masks(folder, size=size)`` (one PNG at a time: flat memory), reported as
-    the "encoding" stage and cancellable between frames."""
+                size: tuple[int, int] | None = None, rotation: float = 0) -> Path:
+    """``track.write_masks(folder, size=size, rotation=rotation)`` (one PNG at a time: flat
+    memory; in display orientation), reported as the "encoding" stage and cancellable
+    between frames."""
     from gpu_consumers.engine.errors import JobCancelled
 
     def on_mask(done: int, total: int) -> None:
@@ -138,7 +139,7 @@ def write_masks(track: Any, folder: Path, progress: ProgressFn, should_cancel: C
             raise JobCancelled("The job was cancelled.")
         progress("encoding", done, total)
 
-    return track.write_masks(folder, progress=on_mask, size=size)
+    return track.write_masks(folder, progress=on_mask, size=size, rotation=rotation)
 
 
 class VideoBackend:
@@ -211,7 +212,7 @@ class VideoBackend:
         run["render_s"] = time.monotonic() - t
         if masks is not None:
             t = time.monotonic()
-            write_masks(track, masks, progress, should_cancel, size=options.output_size(info))
+            write_masks(track, masks, progress, should_cancel, size=options.output_size(info), rotation=info.rotation)
             run["masks_s"] = time.monotonic() - t
         if run["track_reused"] or run["segments_reused"]:
             log.info("job.resumed", job_id=spec["job_id"], track_reused=run["track_reused"],

@@ -30,6 +30,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .prompts import display_size, quarter_turns
+
 FORMAT_VERSION = 1
 
 
@@ -195,22 +197,30 @@ class MaskTrack:
 
     # -- masks out ----------------------------------------------------------------------
     def write_masks(self, folder: str | os.PathLike[str], progress=None,
-                    size: tuple[int, int] | None = None) -> Path:
+                    size: tuple[int, int] | None = None, rotation: float = 0) -> Path:
         """One full-resolution PNG per frame (`000000.png`, ...) plus `masks.json`.
 
         `size` (width, height): write the masks at that size instead of the video's coded
         size - the output's size when the output is scaled down (free-tier cap), so the
-        masks line up with the video the user gets. bbox and area are in those pixels.
+        masks line up with the video the user gets. `rotation`: the video's display rotation
+        (degrees, counter-clockwise, as `VideoInfo.rotation`): the masks are turned to the
+        picture a player shows (``np.rot90(mask, rotation / 90)``), the orientation clicks
+        and the preview use, so a phone video's masks overlay what its users see. bbox and
+        area are in those pixels.
 
-        masks.json: ``{"width", "height", "frames", "lost_frames", "masks": [{"frame",
-        "file", "bbox": [x, y, w, h] | null, "area", "confidence", "lost"}, ...]}``.
+        masks.json: ``{"width", "height", "rotation", "frames", "lost_frames", "masks":
+        [{"frame", "file", "bbox": [x, y, w, h] | null, "area", "confidence", "lost"}, ...]}``
+        (width and height as displayed; `rotation` the quarter turns applied, in degrees).
         """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         width, height = size if size is not None else (self.width, self.height)
+        turns = quarter_turns(rotation)
         entries = []
         for i in range(len(self)):
             full = upsample_mask(self.small_mask(i), width, height)
+            if turns:
+                full = np.ascontiguousarray(np.rot90(full, turns))
             name = f"{i:06d}.png"
             cv2.imwrite(str(folder / name), full, [cv2.IMWRITE_PNG_COMPRESSION, 3])
             s = self.stats(i, full)
@@ -218,7 +228,8 @@ class MaskTrack:
                             "area": s.area, "confidence": s.confidence, "lost": s.lost})
             if progress is not None:
                 progress(i + 1, len(self))
-        doc = {"width": width, "height": height, "frames": len(self),
+        shown_w, shown_h = display_size(width, height, rotation)
+        doc = {"width": shown_w, "height": shown_h, "rotation": 90 * turns, "frames": len(self),
                "lost_frames": self.lost_frames(), "masks": entries}
         (folder / "masks.json").write_text(json.dumps(doc, indent=1))
         return folder

@@ -324,7 +324,7 @@ def process_video(
     report(STAGE_PROCESSING, frames, frames)
     if masks_out is not None:
         t = time.perf_counter()
-        track.write_masks(masks_out, size=(out_w, out_h))
+        track.write_masks(masks_out, size=(out_w, out_h), rotation=info.rotation)
         seconds["masks"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - started
     return ProcessResult(

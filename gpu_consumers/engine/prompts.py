@@ -61,14 +61,14 @@ class Prompt:
         return 0
 
 
-def _quarter_turns(rotation: float) -> int:
+def quarter_turns(rotation: float) -> int:
     """Counter-clockwise quarter turns (0..3) nearest to `rotation` degrees."""
     return int(round(rotation / 90.0)) % 4
 
 
 def display_size(width: int, height: int, rotation: float) -> tuple[int, int]:
     """(width, height) of the displayed picture for a coded `width` x `height` frame."""
-    return (height, width) if _quarter_turns(rotation) % 2 else (width, height)
+    return (height, width) if quarter_turns(rotation) % 2 else (width, height)
 
 
 def display_to_coded(
@@ -81,7 +81,7 @@ def display_to_coded(
     flips are not handled. `width`/`height` are the coded frame's size. The display
     picture is ``np.rot90(coded, k)`` with ``k = rotation / 90``.
     """
-    k = _quarter_turns(rotation)
+    k = quarter_turns(rotation)
     if k == 0:
         return x, y
     if k == 1:
@@ -95,7 +95,7 @@ def coded_to_display(
     x: float, y: float, rotation: float, width: int, height: int
 ) -> tuple[float, float]:
     """Inverse of `display_to_coded` (`width`/`height` are still the coded size)."""
-    k = _quarter_turns(rotation)
+    k = quarter_turns(rotation)
     if k == 0:
         return x, y
     if k == 1:
@@ -107,7 +107,7 @@ def coded_to_display(
 
 def prompt_to_coded(prompt: Prompt, rotation: float, width: int, height: int) -> Prompt:
     """Map every point and the box of a display-space prompt to coded-frame space."""
-    if _quarter_turns(rotation) == 0:
+    if quarter_turns(rotation) == 0:
         return prompt
     points = []
     for p in prompt.points:

@@ -110,13 +110,12 @@ def test_display_clicks_on_a_rotated_video_mask_the_object(client: TapMaskClient
     archive = zipfile.ZipFile(io.BytesIO(m.content))
     folder = f"masks-{job['jobId']}/"
     doc = json.loads(archive.read(f"{folder}masks.json"))
-    # The engine writes the job's masks in whichever orientation masks.json's size says
-    # (today: the stored one, like the output's frames); compare with the object in that one.
-    size = (doc["width"], doc["height"])
-    assert size in ((W, H), (dw, dh)), size
+    # The job's masks are in display orientation, like the clicks and the preview: they
+    # overlay the picture a player shows.
+    assert (doc["width"], doc["height"], doc["rotation"]) == (dw, dh, rotation % 360), doc
     for frame in (0, FRAMES // 2, FRAMES - 1):
         mask = png_mask(archive.read(f"{folder}{frame:06d}.png"))
-        truth = stored_disc(frame) if size == (W, H) else shown_disc(frame, rotation)
+        truth = shown_disc(frame, rotation)
         assert mask.shape == truth.shape
         score = iou(mask, truth)
         assert score > 0.5, f"frame {frame}: job mask IoU {score:.3f} with the object"

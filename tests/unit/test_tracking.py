@@ -103,3 +103,25 @@ def test_camera_motion_follows_the_true_pan(tmp_path, kind):
     if kind == "pan":
         assert np.abs(np.diff(clip.camera, axis=0)).sum() > 100  # the camera did move
     assert np.mean(errors) < 0.1 and max(errors) < 0.3, (np.mean(errors), max(errors))
+
+
+@pytest.mark.parametrize("rotation", [90, -90, 180])
+def test_masks_out_of_a_rotated_video_are_in_display_orientation(tmp_path, rotation):
+    # A phone video's clicks and preview are in display pixels; its exported masks must
+    # overlay the picture as shown too, not the stored one.
+    import cv2
+
+    clip = make_gt_clip(tmp_path / "b.mp4", "basic", 160, 96, 6)
+    track = track_video(clip.path, Prompt([Point(*clip.click[:2], 0)]))
+    stored = track.write_masks(tmp_path / "stored")
+    shown = track.write_masks(tmp_path / "shown", rotation=rotation)
+    doc = __import__("json").loads((shown / "masks.json").read_text())
+    turns = (rotation // 90) % 4
+    assert (doc["width"], doc["height"]) == ((96, 160) if turns % 2 else (160, 96)) and doc["rotation"] == 90 * turns
+    for i in (0, 5):
+        a = cv2.imread(str(stored / f"{i:06d}.png"), cv2.IMREAD_GRAYSCALE)
+        b = cv2.imread(str(shown / f"{i:06d}.png"), cv2.IMREAD_GRAYSCALE)
+        assert a.any() and np.array_equal(b, np.rot90(a, turns))
+        x, y, w, h = doc["masks"][i]["bbox"]
+        ys, xs = np.nonzero(b)
+        assert (x, y, x + w - 1, y + h - 1) == (xs.min(), ys.min(), xs.max(), ys.max())
