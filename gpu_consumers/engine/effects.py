@@ -31,6 +31,24 @@ def check_mode(mode: str) -> None:
         raise UnsupportedMode(f"Unknown mode {mode!r}; choose one of: {', '.join(MODES)}.")
 
 
+#: A mask grown by r takes the pixels within r + DISC_SLACK of it (exact Euclidean distance):
+#: a superset of the dilation by OpenCV's elliptic disc of radius r, which takes the pixels
+#: with |dx| <= round(sqrt(r^2 - dy^2)), i.e. within r + 0.5. One distance transform costs a
+#: fraction of a dilation by a disc that large (e.g. 0.16 against 0.04 ms at r = 16).
+DISC_SLACK = 0.5
+
+
+def distance_to_mask(mask: np.ndarray) -> np.ndarray:
+    """The exact Euclidean distance (float32) of every pixel to the nearest non-zero pixel of
+    `mask` (bool or uint8), 0 on the mask."""
+    return cv2.distanceTransform(np.where(mask > 0, 0, 255).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+
+
+def grown(mask: np.ndarray, radius: float) -> np.ndarray:
+    """`mask` grown by `radius` pixels (bool): the pixels within ``radius + DISC_SLACK`` of it."""
+    return distance_to_mask(mask) <= radius + DISC_SLACK
+
+
 def soft_alpha(mask: np.ndarray, margin_px: int, feather_px: int) -> tuple[np.ndarray, _Region] | None:
     """The blend weight of the effect, on the region of the frame it can touch.
 
@@ -48,17 +66,12 @@ def soft_alpha(mask: np.ndarray, margin_px: int, feather_px: int) -> tuple[np.nd
     grow = margin_px + feather_px + 1
     rows, cols = mask.shape[:2]
     region = (slice(max(0, y - grow), min(rows, y + h + grow)), slice(max(0, x - grow), min(cols, x + w + grow)))
-    # The exact Euclidean distance of every pixel to the mask (0 on it). The mask grown by
-    # the margin is where it is <= margin_px + 0.5: a superset of the dilation by OpenCV's
-    # elliptic disc of that radius, which takes the pixels with |dx| <= round(sqrt(r^2 - dy^2)),
-    # i.e. within r + 0.5. The feather falls to 0 at margin + feather + 1, the region's edge.
-    # One transform instead of a dilation and a transform of its result (the dilation cost
-    # as much as the transform: ~0.1 ms a frame at 640x360).
-    outside = np.where(mask[region] > 0, 0, 255).astype(np.uint8)
-    dist = cv2.distanceTransform(outside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    # One distance transform gives both: the mask grown by the margin (as `grown` takes it),
+    # and the feather, falling to 0 at margin + feather + 1, the region's edge.
+    dist = distance_to_mask(mask[region])
     if feather_px == 0:
-        return (dist <= margin_px + 0.5).astype(np.float32), region
-    ramp = feather_px + 0.5  # from margin + 0.5 (weight 1) to margin + feather + 1 (weight 0)
+        return (dist <= margin_px + DISC_SLACK).astype(np.float32), region
+    ramp = grow - (margin_px + DISC_SLACK)  # weight 1 at margin + slack, 0 at the region's edge
     alpha = np.clip((grow - dist) / ramp, 0.0, 1.0, out=dist)
     return alpha, region
 

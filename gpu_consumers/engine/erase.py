@@ -19,7 +19,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .effects import _composite, _Region, chroma_alpha, soft_alpha
+from .effects import _composite, _Region, chroma_alpha, grown, soft_alpha
 from .masktrack import MaskTrack
 from .yuv import Yuv420
 
@@ -31,13 +31,8 @@ INPAINT_MAX_SIDE = 48
 
 
 def grow_mask(mask: np.ndarray, grow: int) -> np.ndarray:
-    """`mask` (uint8, 0 and one value) grown by `grow` pixels: that value on every pixel
-    within ``grow + 0.5`` of it (Euclidean), computed on its bounding box only.
-
-    The same pixels `effects.soft_alpha` takes within its margin: a superset of the dilation
-    by OpenCV's elliptic disc of radius `grow`, from one distance transform (~4x cheaper than
-    that dilation for erase's 17-px growth).
-    """
+    """`mask` (uint8, 0 and one value) grown by `grow` pixels (`effects.grown`: the same
+    pixels `effects.soft_alpha` takes within its margin), computed on its bounding box only."""
     out = np.zeros_like(mask)
     x, y, w, h = cv2.boundingRect(mask)
     if w == 0 or h == 0:
@@ -46,8 +41,7 @@ def grow_mask(mask: np.ndarray, grow: int) -> np.ndarray:
     y0, x0 = max(0, y - grow), max(0, x - grow)
     y1, x1 = min(rows, y + h + grow), min(cols, x + w + grow)
     sub = mask[y0:y1, x0:x1]
-    dist = cv2.distanceTransform(np.where(sub > 0, 0, 255).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    out[y0:y1, x0:x1] = np.where(dist <= grow + 0.5, sub.max(), 0).astype(mask.dtype)
+    out[y0:y1, x0:x1] = np.where(grown(sub, grow), sub.max(), 0).astype(mask.dtype)
     return out
 
 

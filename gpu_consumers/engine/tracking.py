@@ -42,6 +42,7 @@ from fractions import Fraction
 import cv2
 import numpy as np
 
+from .effects import grown
 from .errors import EmptyVideo, EngineError, InvalidPrompt, JobCancelled
 from .masks import MaskProvider
 from .livetrack import LiveTrack
@@ -573,13 +574,10 @@ class ClassicTracker(VideoTracker):
     # -- models ---------------------------------------------------------------------------
     def _ring(self, obj: np.ndarray) -> np.ndarray:
         """The background ring around `obj` (bool) whose colours the background model learns:
-        pixels within ``0.6 sqrt(area)`` (6 to 60 px) of it. By a distance transform (5x5
-        chamfer, within 2 % of the pixels a disc dilation gives): ~8x cheaper than dilating
-        by a disc that large (0.16 against 0.02 ms a frame at 320x180)."""
+        `obj` grown by ``0.6 sqrt(area)`` (6 to 60 px; `effects.grown`), less `obj`."""
         area = max(1.0, float(np.count_nonzero(obj)))
         r = int(np.clip(0.6 * np.sqrt(area), 6, 60))
-        outside = np.where(obj, 0, 255).astype(np.uint8)
-        return (cv2.distanceTransform(outside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE) <= r + 0.5) & ~obj
+        return grown(obj, r) & ~obj
 
     def _init_models(self, img: np.ndarray, obj: np.ndarray) -> None:
         idx = _colour_index(img)
