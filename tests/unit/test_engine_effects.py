@@ -8,6 +8,7 @@ import pytest
 
 from gpu_consumers.engine.effects import (
     chroma_alpha,
+    distance_to_mask,
     MODES,
     apply_blur,
     apply_effect,
@@ -96,6 +97,20 @@ def test_margin_covers_at_least_a_disc_dilation_and_nothing_past_the_reach(mask,
     core = np.zeros(mask.shape, bool)
     core[hard_region] = hard == 1
     assert np.array_equal(core, full == 1)
+
+
+def test_distances_and_alpha_are_exact_and_the_same_on_every_call(mask):
+    # A resumed job must render the very pixels an uninterrupted one does: the feather's
+    # weights may not move between calls (OpenCV's precise transform alone differs by ~1e-5).
+    first = distance_to_mask(mask)
+    assert all(np.array_equal(first, distance_to_mask(mask)) for _ in range(20))
+    small = mask[::4, ::4]  # exact against brute force: the root of min(dx^2 + dy^2)
+    ys, xs = np.nonzero(small)
+    gy, gx = np.mgrid[0:small.shape[0], 0:small.shape[1]]
+    d2 = ((gy[..., None] - ys) ** 2 + (gx[..., None] - xs) ** 2).min(axis=-1)
+    assert np.array_equal(distance_to_mask(small), np.sqrt(d2.astype(np.float32)))
+    alphas = [soft_alpha(mask, MARGIN, FEATHER)[0] for _ in range(20)]
+    assert all(np.array_equal(alphas[0], a) for a in alphas)
 
 
 def test_fill_is_exact_inside_and_pixelate_makes_blocks(frame, mask):
