@@ -36,7 +36,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from api.auth import User, current_user
 from api.models import PreviewIn
 from api.routes import _check_against_metadata, _own_video
-from gpu_consumers.engine.prompts import Box, Point, Prompt, display_size, prompt_to_coded
+from gpu_consumers.engine.prompts import Box, Point, Prompt, display_size, prompt_to_coded, quarter_turns
 from gpu_consumers.engine.tracking import ClassicTracker, initial_mask, prompts_on_frame, small_size
 from gpu_consumers.engine.video_io import scaled_bgr
 from gpu_consumers.engine.yuv import Yuv420
@@ -140,7 +140,7 @@ def compute_preview(source: IO[bytes] | str, meta: dict[str, Any], prompt: Promp
     sx, sy = sw / width, sh / height
     # As ClassicTracker._track: the prompted frame's positive and negative clicks and its box.
     small = initial_mask(img, *prompts_on_frame(coded, k, sx, sy))
-    turned = np.ascontiguousarray(np.rot90(small.astype(np.uint8) * 255, round(rotation / 90) % 4))
+    turned = np.ascontiguousarray(np.rot90(small.astype(np.uint8) * 255, quarter_turns(rotation)))
     dw, dh = display_size(width, height, rotation)
     full = cv2.resize(turned, (dw, dh), interpolation=cv2.INTER_LINEAR) >= 128
     return PreviewMask(k, full, small, (sw, sh))
