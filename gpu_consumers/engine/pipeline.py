@@ -12,7 +12,9 @@ also drive chunk by chunk (see `render`):
 `process_video` runs the two at once: the tracker works in a child process (`trackchild`;
 a thread for short videos and for trackers that cannot) and publishes each frame's mask, and
 for erase the camera's motion, once it is final (`livetrack.LiveTrack`), and rendering
-follows it frame by frame; the frames are the same as rendering after tracking.
+follows it frame by frame; the frames are the same as rendering after tracking. A child
+also hands the frames it decodes to the renderer (`framering`; blur, pixelate and fill), so
+the video is decoded once.
 
 Progress is reported at the start of each stage (0), at most every `PROGRESS_INTERVAL_S`,
 and at its end with ``done == total``. Frames are decoded and encoded one at a time; only
@@ -22,7 +24,6 @@ small frames (tracking) and compact masks are kept for the whole video.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import math
 import os
 import tempfile
@@ -41,8 +42,10 @@ from .masks import MaskProvider
 from .masktrack import MaskTrack
 from .prompts import Prompt, prompt_to_coded
 from .render import DEFAULT_CHUNK_FRAMES, EffectOptions, render_video
+from .framering import FrameRing
 from .trackchild import TrackingChild, worth_a_child
-from .tracking import STAGE_TRACKING, ClassicTracker, ProviderTracker, VideoTracker
+from .trackchild import context as tracking_context
+from .tracking import STAGE_TRACKING, ClassicTracker, ProviderTracker, VideoTracker, track_accepts
 from .video_io import VideoInfo, probe
 
 STAGE_PROCESSING = "processing"
@@ -54,6 +57,9 @@ OVERLAP = True
 #: a child process rather than a thread: the two loops then no longer share one GIL
 #: (`trackchild`: at 640x360 about 5 ms a frame instead of 7.4 in two threads). False: a thread.
 TRACK_IN_CHILD = True
+#: With the tracker in a child process, the renderer takes the frames the child decodes
+#: (`framering`) instead of decoding the file a second time (blur, pixelate, fill).
+SHARE_FRAMES = True
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -165,16 +171,11 @@ def track_video(
     info = info if info is not None else probe(in_path)
     coded = validate_prompt(prompt, info)
     tracker = tracker if tracker is not None else ClassicTracker()
-    if feed is None or not _accepts_feed(tracker):
+    if feed is None or not track_accepts(tracker, "feed"):  # else: published whole at the end
         return tracker.track(in_path, info, coded, progress=progress, should_cancel=should_cancel)
     return tracker.track(in_path, info, coded, progress=progress, should_cancel=should_cancel, feed=feed)
 
 
-def _accepts_feed(tracker: VideoTracker) -> bool:
-    """Whether `tracker.track` takes a `feed` (trackers written before it do not; their track
-    is published whole when it is done, see `LiveTrack.finish`)."""
-    params = inspect.signature(tracker.track).parameters
-    return "feed" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def process_video(
@@ -232,10 +233,17 @@ def process_video(
     # renders and encodes the frames whose masks (and, for erase, neighbours) are final.
     # Either way the frames are the same as rendering after tracking.
     feed = LiveTrack(info.width, info.height) if OVERLAP else None
-    child = None
+    child = ring = None
     if (feed is not None and TRACK_IN_CHILD and getattr(tracker, "runs_in_child_process", False)
             and worth_a_child(info.frame_count)):
-        child = TrackingChild(tracker, in_path, info, coded).start()
+        # The child's decoded frames are shared with the renderer (`framering`), except for
+        # erase, which reads frames on both sides of the one it renders.
+        if SHARE_FRAMES and mode != "erase" and track_accepts(tracker, "tap"):
+            ring = FrameRing.create(tracking_context(), info.width, info.height)
+        child = TrackingChild(tracker, in_path, info, coded, ring=ring).start()
+        if child is None and ring is not None:
+            ring.close()
+            ring = None
     lock = threading.Lock()
     tracked = threading.Event()
     stop = threading.Event()
@@ -303,12 +311,17 @@ def process_video(
             with tempfile.TemporaryDirectory(prefix="tapmask-seg-", dir=work_dir) as tmp:
                 frames, audio_mode = render_video(in_path, out_path, track_for_render, options, tmp,
                                                   chunk_frames=chunk_frames, info=info,
-                                                  should_cancel=should_cancel, on_frame=on_frame)
+                                                  should_cancel=should_cancel, on_frame=on_frame,
+                                                  shared_frames=ring)
+            if ring is not None:
+                ring.abandon()  # every frame is rendered: the child never waits for a slot
             thread.join()
             if "error" in box:
                 raise tracking_error()
         except BaseException as exc:
             stop.set()
+            if ring is not None:
+                ring.abandon()
             thread.join()
             try:
                 os.unlink(out_path)
@@ -317,6 +330,9 @@ def process_video(
             if isinstance(exc, LiveTrackFailed) and "error" in box:
                 raise tracking_error() from None
             raise
+        finally:
+            if ring is not None:
+                ring.close()
     track = box["track"]
     if track_out is not None:
         track.save(track_out)

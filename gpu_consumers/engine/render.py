@@ -21,6 +21,7 @@ Typical resumable use (issue 3)::
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections import deque
@@ -35,8 +36,9 @@ import numpy as np
 from .effects import DEFAULT_FEATHER_PX, apply_effect, apply_effect_yuv, check_mode
 from .erase import ERASE_RADIUS, erase_frame, erase_frame_yuv, grow_mask
 from .errors import EngineError, JobCancelled
+from .framering import FrameRing
 from .masktrack import MaskTrack
-from .video_io import VideoInfo, VideoReader, VideoWriter, capped_size, probe
+from .video_io import DecodedFrame, VideoInfo, VideoReader, VideoWriter, capped_size, probe
 from .yuv import Yuv420
 
 #: Encoder settings of every segment. No B-frames: packets of independently encoded
@@ -121,9 +123,12 @@ def iter_rendered(
     end: int,
     info: VideoInfo | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    shared_frames: FrameRing | None = None,
 ):
     """Yield ``(index, pts, rendered picture, mask)`` for frames ``[start, end)`` (those the
     track has), in order. `track` is a `MaskTrack` or a `LiveTrack` still being published.
+    `shared_frames`: the tracking child's decoded frames (`framering`; not for erase), else
+    the file is decoded here.
 
     This is the exact picture that gets encoded (tests compare it with the input to check
     that pixels beyond the safety margin are unchanged): the video's own 4:2:0 planes
@@ -144,9 +149,16 @@ def iter_rendered(
     # Erase warps its neighbours in BGR, so each frame is converted once as it is read; on
     # 4:2:0 video it is then written back into the frame's own planes (`erase_frame_yuv`).
     window: deque = deque()
-    with VideoReader(in_path, info, yuv=not erase or info.pix_fmt == "yuv420p") as reader:
-        # The pts are needed to seek to `first` only; a live track knows them up to there.
-        frames = reader.video_frames(first, track.pts if first > 0 else None)
+    with contextlib.ExitStack() as stack:
+        def own_frames(begin: int, pts: list[int | None] | None) -> Iterator[DecodedFrame]:
+            reader = stack.enter_context(VideoReader(in_path, info, yuv=not erase or info.pix_fmt == "yuv420p"))
+            # The pts are needed to seek to `begin` only; a live track knows them up to there.
+            return reader.video_frames(begin, pts if pts is not None else (track.pts if begin > 0 else None))
+
+        if shared_frames is not None and not erase:
+            frames = shared_frames.frames(first, own_frames)
+        else:
+            frames = own_frames(first, None)
         exhausted = False
         for i in range(start, end):
             if should_cancel is not None and should_cancel():
@@ -195,6 +207,7 @@ def render_segment(
     info: VideoInfo | None = None,
     should_cancel: Callable[[], bool] | None = None,
     on_frame: Callable[[int], None] | None = None,
+    shared_frames: FrameRing | None = None,
 ) -> int:
     """Render frames ``[start, end)`` and encode them (video only) into the mp4 `out_path`.
 
@@ -202,12 +215,14 @@ def render_segment(
     of one video can be joined by `join_segments`. It is `options.output_size(info)` large
     (frames scaled down after the effect when `options.max_output_height` caps it). `on_frame(index)` is called after each
     frame is encoded. Raises `JobCancelled` (partial file deleted) when `should_cancel`.
+    `shared_frames`: see `iter_rendered`.
     """
     info = info if info is not None else probe(in_path)
     written = 0
     with VideoWriter(out_path, info, None, crf=options.crf, preset=options.preset,
                      x264_params=SEGMENT_X264_PARAMS, size=options.output_size(info)) as writer:
-        for index, pts, image, _mask in iter_rendered(in_path, track, options, start, end, info, should_cancel):
+        for index, pts, image, _mask in iter_rendered(in_path, track, options, start, end, info, should_cancel,
+                                                      shared_frames):
             writer.write_frame(image, pts, index)
             written += 1
             if on_frame is not None:
@@ -275,8 +290,10 @@ def render_video(
     info: VideoInfo | None = None,
     should_cancel: Callable[[], bool] | None = None,
     on_frame: Callable[[int], None] | None = None,
+    shared_frames: FrameRing | None = None,
 ) -> tuple[int, str]:
-    """All of pass 2 in one call: every chunk of `plan_chunks`, then `join_segments`.
+    """All of pass 2 in one call: every chunk of `plan_chunks`, then `join_segments`
+    (`shared_frames`: see `iter_rendered`).
 
     Returns (frames written, audio mode). Segment files go to `work_dir` and are removed.
     """
@@ -289,7 +306,7 @@ def render_video(
         for k, start in enumerate(_chunk_starts(chunk_frames, track.has_frame)):
             seg = work / f"segment-{k:05d}.mp4"
             written += render_segment(in_path, track, options, start, start + chunk_frames, seg, info=info,
-                                      should_cancel=should_cancel, on_frame=on_frame)
+                                      should_cancel=should_cancel, on_frame=on_frame, shared_frames=shared_frames)
             segments.append(seg)
         mode = join_segments(segments, in_path, out_path, info)
     finally:

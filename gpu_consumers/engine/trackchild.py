@@ -13,10 +13,14 @@ Protocol, child -> parent, over one `multiprocessing` pipe:
   (`LiveTrack.publish`); each is sent once;
 * ``("start", pts)`` - the tracker decoded every frame (`LiveTrack.start`), before or after
   its first masks;
+* with a `FrameRing` (blur, pixelate, fill): ``("frame", index, pts, time_base, format)`` -
+  frame `index`'s full-size planes are in the ring's next slot; ``("handover", index, pts)``
+  - no more frames are shared, the renderer decodes from `index` on (`framering`);
 * ``("progress", stage, done, total)``;
 * ``("done", track)`` - the finished `MaskTrack`; or ``("error", exc)``.
 
-Parent -> child: one `multiprocessing.Event`, set to cancel (the child's `should_cancel`).
+Parent -> child: one `multiprocessing.Event`, set to cancel (the child's `should_cancel`);
+with a ring, also its semaphore of free slots and its "abandoned" event.
 
 Start method: ``forkserver``. Its server is a clean, single-threaded process that imports
 the engine once (about 0.7 s, the first time in a process); each tracking child is then
@@ -44,6 +48,7 @@ import cv2
 import numpy as np
 
 from .errors import EngineError
+from .framering import FrameRing, RingHandle
 from .livetrack import LiveTrack
 from .masktrack import MaskTrack
 from .prompts import Prompt
@@ -103,12 +108,19 @@ def unpack_masks(packed: tuple[tuple[int, int], list[bytes]]) -> list[np.ndarray
     return [np.unpackbits(np.frombuffer(b, np.uint8), count=h * w).reshape(h, w) for b in bits]
 
 
-def _child_main(conn: Any, stop: Any, tracker: Any, in_path: str, info: VideoInfo, prompt: Prompt) -> None:
-    """The child process: track, sending masks as they become final, then the track."""
+def _child_main(conn: Any, stop: Any, tracker: Any, in_path: str, info: VideoInfo, prompt: Prompt,
+                ring: RingHandle | None = None) -> None:
+    """The child process: track, sending masks as they become final, then the track; with
+    `ring`, also share each decoded frame with the renderer (`framering`)."""
     cv2.setNumThreads(1)  # the parent renders on the other core(s)
     feed = _PipeFeed(conn)
+    writer = None
     try:
-        track = tracker.track(in_path, info, prompt, progress=feed.progress, should_cancel=stop.is_set, feed=feed)
+        extra = {}
+        if ring is not None:
+            writer = extra["tap"] = ring.writer(conn, lambda: feed.sent, stop)
+        track = tracker.track(in_path, info, prompt, progress=feed.progress, should_cancel=stop.is_set, feed=feed,
+                              **extra)
         conn.send(("done", track))
     except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent
         try:
@@ -116,6 +128,8 @@ def _child_main(conn: Any, stop: Any, tracker: Any, in_path: str, info: VideoInf
         except Exception:  # noqa: BLE001 - an exception that does not pickle
             conn.send(("error", EngineError(f"Tracking failed: {exc}")))
     finally:
+        if writer is not None:
+            writer.close()
         conn.close()
 
 
@@ -149,7 +163,8 @@ def _main_is_safe() -> bool:
         return False
 
 
-def _context() -> mp.context.BaseContext:
+def context() -> mp.context.BaseContext:
+    """The multiprocessing context tracking children start in (for their shared objects)."""
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["gpu_consumers.engine.tracking"])
     return ctx
@@ -159,23 +174,28 @@ class TrackingChild:
     """One tracking pass in a child process: `start` it, then `run` (in the thread that feeds
     the renderer) waits for it."""
 
-    def __init__(self, tracker: Any, in_path: str | os.PathLike[str], info: VideoInfo, prompt: Prompt) -> None:
-        """`prompt` validated, in coded coordinates (as `VideoTracker.track` takes it)."""
+    def __init__(self, tracker: Any, in_path: str | os.PathLike[str], info: VideoInfo, prompt: Prompt,
+                 ring: FrameRing | None = None) -> None:
+        """`prompt` validated, in coded coordinates (as `VideoTracker.track` takes it).
+        `ring`: share the decoded frames through it (the tracker must take a ``tap``); the
+        caller closes it once rendering is over."""
         self.args = (tracker, os.fspath(in_path), info, prompt)
+        self.ring = ring
         self.proc: Any = None
 
     def start(self) -> TrackingChild | None:
         """Start the child process (it begins tracking at once); None when it cannot be
         started that way (a tracker that does not pickle: the fork server receives it pickled)."""
         global _server_started
-        ctx = _context()
+        ctx = context()
         try:
             pickle.dumps(self.args)
         except Exception:  # noqa: BLE001 - e.g. a tracker class defined inside a function
             return None
         self._conn, child_end = ctx.Pipe(duplex=False)
         self._stop = ctx.Event()
-        self.proc = ctx.Process(target=_child_main, args=(child_end, self._stop, *self.args),
+        ring = self.ring.handle if self.ring is not None else None
+        self.proc = ctx.Process(target=_child_main, args=(child_end, self._stop, *self.args, ring),
                                 name="tapmask-tracker", daemon=True)
         self.proc.start()
         _server_started = True
@@ -187,7 +207,7 @@ class TrackingChild:
         """Wait for the started child: publish its final masks to `feed` as they come and
         forward its progress; return its `MaskTrack` or raise its error (`JobCancelled` once
         `should_cancel` turned True). The child never outlives this call."""
-        conn, proc = self._conn, self.proc
+        conn, proc, ring = self._conn, self.proc, self.ring
         try:
             while True:
                 if should_cancel is not None and should_cancel():
@@ -207,15 +227,25 @@ class TrackingChild:
                     feed.publish(first + len(masks), _Offset(first, masks),
                                  None if motions is None else _Offset(first, motions),
                                  None if pts is None else _Offset(first, pts))
+                elif kind == "frame":
+                    ring.on_frame(msg[1], msg[2], msg[3], msg[4])
                 elif kind == "progress":
                     if progress is not None:
                         progress(msg[1], msg[2], msg[3])
                 elif kind == "start":
                     feed.start(msg[1])
+                    if ring is not None:
+                        ring.on_end(len(msg[1]))
+                elif kind == "handover":
+                    ring.on_handover(msg[1], msg[2])
                 elif kind == "done":
                     return msg[1]
                 elif kind == "error":
                     raise msg[1]
+        except BaseException as exc:
+            if ring is not None:
+                ring.fail(exc)  # a renderer waiting for a frame stops too
+            raise
         finally:
             self.close()
 

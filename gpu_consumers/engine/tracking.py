@@ -33,6 +33,7 @@ SnapCut / Rotobrush (optical-flow-guided shape propagation + appearance models):
 
 from __future__ import annotations
 
+import inspect
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -115,6 +116,20 @@ class ProviderTracker(VideoTracker):
             self.provider.close()
         return MaskTrack(info.width, info.height, info.width, info.height, pngs, conf, lost, pts,
                          time_base=info.time_base, meta={"tracker": type(self.provider).__name__})
+
+
+def _tapped(decoded: Iterator[DecodedFrame], tap: Callable[[DecodedFrame], None]) -> Iterator[DecodedFrame]:
+    """`decoded`, calling `tap` with each frame first (and dropping its planes after)."""
+    for item in decoded:
+        tap(item)
+        yield replace(item, planes=None)
+
+
+def track_accepts(tracker: VideoTracker, keyword: str) -> bool:
+    """Whether `tracker.track` takes the keyword argument `keyword` (``feed``, ``tap``):
+    trackers written before it was added do not."""
+    params = inspect.signature(tracker.track).parameters
+    return keyword in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def _check_cancel(should_cancel, done: int, total: int) -> None:
@@ -448,16 +463,24 @@ class ClassicTracker(VideoTracker):
         return self._frames.load(i)
 
     # -- the main entry point ---------------------------------------------------------------
-    def track(self, in_path, info, prompt, *, progress=None, should_cancel=None, feed=None) -> MaskTrack:
+    def track(self, in_path, info, prompt, *, progress=None, should_cancel=None, feed=None,
+              tap: Callable[[DecodedFrame], None] | None = None) -> MaskTrack:
+        """See `VideoTracker.track`. `tap(frame)`: called with every frame as it is decoded,
+        before it is tracked, carrying its full-size planes (`DecodedFrame.planes`, None when
+        the frame has none): `trackchild` hands them to the renderer (`framering`)."""
         sw, sh = self._small_size(info)
         with VideoReader(in_path, info) as reader:
             # One decoding thread: the tracker works one frame at a time anyway, and FFmpeg's
             # frame threads cost ~20 % more CPU for ~10 % less decode time (measured at
             # 640x360), CPU the renderer beside it needs. Decoded pictures are the same.
+            # (Also when the frames are shared with the renderer: 1, 2 or automatic threads
+            # gave the same speed within the noise, session 12.)
             reader.video_stream.codec_context.thread_count = 1
+            decoded = reader.video_frames(size=(sw, sh), keep_planes=tap is not None)
+            if tap is not None:
+                decoded = _tapped(decoded, tap)
             try:
-                return self._track(reader.video_frames(size=(sw, sh)), info, prompt, sw, sh, progress,
-                                   should_cancel, feed)
+                return self._track(decoded, info, prompt, sw, sh, progress, should_cancel, feed)
             finally:
                 self._frames = None  # drop the frames
 

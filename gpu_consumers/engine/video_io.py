@@ -96,6 +96,9 @@ class DecodedFrame:
     image: np.ndarray | Yuv420
     pts: int | None
     time_base: Fraction
+    #: The full-size 4:2:0 planes a scaled `image` was made from, when they were asked for
+    #: (`VideoReader.video_frames(keep_planes=True)`) and the frame has them; else None.
+    planes: Yuv420 | None = None
 
 
 def _open_input(path: Path) -> av.container.InputContainer:
@@ -270,11 +273,13 @@ class VideoReader:
             ) from exc
 
     def video_frames(self, start: int = 0, pts: list[int | None] | None = None,
-                     size: tuple[int, int] | None = None) -> Iterator[DecodedFrame]:
+                     size: tuple[int, int] | None = None, keep_planes: bool = False) -> Iterator[DecodedFrame]:
         """Decoded video frames from index `start` on (no audio).
 
         `size` (width, height): frames scaled to that size by the decoder's converter
-        (area averaging), much cheaper than converting at full size and then resizing.
+        (area averaging), much cheaper than converting at full size and then resizing;
+        `keep_planes`: each scaled frame also carries the full-size planes it was made from
+        (`DecodedFrame.planes`, when the frame is 8-bit 4:2:0 at the video's size).
 
         With `pts` (the frames' pts as a first pass saw them, at least up to `start`) and
         `start > 0`, it seeks to the key frame before frame `start` instead of decoding from
@@ -304,7 +309,7 @@ class VideoReader:
                             missed = True  # the seek missed: fall back to a full pass
                             break
                     if index is not None and index >= start:
-                        yield self._decoded(frame, index, size)
+                        yield self._decoded(frame, index, size, keep_planes)
             except av.error.FFmpegError as exc:
                 raise UndecodableVideo(f"The video in {self.path.name!r} cannot be decoded.") from exc
             if not missed:
@@ -314,12 +319,13 @@ class VideoReader:
         try:
             for frame in self._container.decode(self.video_stream):
                 if index >= start:
-                    yield self._decoded(frame, index, size)
+                    yield self._decoded(frame, index, size, keep_planes)
                 index += 1
         except av.error.FFmpegError as exc:
             raise UndecodableVideo(f"The video in {self.path.name!r} cannot be decoded past frame {index}.") from exc
 
-    def _decoded(self, frame: av.VideoFrame, index: int, size: tuple[int, int] | None = None) -> DecodedFrame:
+    def _decoded(self, frame: av.VideoFrame, index: int, size: tuple[int, int] | None = None,
+                 keep_planes: bool = False) -> DecodedFrame:
         width, height = size if size is not None else (self.info.width, self.info.height)
         time_base = Fraction(frame.time_base or self.info.time_base)
         # The frame's own 4:2:0 planes, when it has them at the video's size.
@@ -328,7 +334,8 @@ class VideoReader:
         if planes is not None and size is None:
             return DecodedFrame(index, planes, frame.pts, time_base)
         if size is not None:
-            return DecodedFrame(index, scaled_bgr(frame, size, planes), frame.pts, time_base)
+            return DecodedFrame(index, scaled_bgr(frame, size, planes), frame.pts, time_base,
+                                planes if keep_planes else None)
         image = frame.to_ndarray(format="bgr24", width=width, height=height,
                                  src_colorspace=int(frame.colorspace), src_color_range=int(frame.color_range))
         return DecodedFrame(index, image, frame.pts, time_base)
