@@ -15,7 +15,7 @@ import pytest
 
 from gpu_consumers.engine import Point, Prompt, framering, pipeline, process_video, trackchild
 from gpu_consumers.engine.livetrack import LiveTrackFailed
-from gpu_consumers.engine.video_io import DecodedFrame, VideoWriter
+from gpu_consumers.engine.video_io import DecodedFrame
 from gpu_consumers.engine.yuv import Yuv420
 from tapmask.synthetic import make_gt_clip
 
@@ -52,29 +52,15 @@ def ring_log(monkeypatch):
     return log
 
 
-def _record_encoded(monkeypatch) -> list[np.ndarray]:
-    """A list that gets a copy of every picture handed to the encoder from now on (pictures,
-    not packets: x264 does not always give the same packets for the same pictures)."""
-    encoded: list[np.ndarray] = []
-    write_frame = VideoWriter.write_frame
-
-    def recording(self, image, pts, index):
-        encoded.append(image.to_array() if isinstance(image, Yuv420) else np.array(image))
-        return write_frame(self, image, pts, index)
-
-    monkeypatch.setattr(VideoWriter, "write_frame", recording)
-    return encoded
-
-
-def _shared_and_own(monkeypatch, path, click, mode="blur") -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """The encoded pictures of `process_video` with the frames shared, then decoded twice."""
-    encoded = _record_encoded(monkeypatch)
+def _shared_and_own(monkeypatch, encoded, path, click) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The pictures encoded by blur `process_video` with the frames shared, then decoded twice
+    (`encoded`: the `encoded_pictures` list)."""
     x, y, f = click
     outs = []
     for share in (True, False):
         monkeypatch.setattr(pipeline, "SHARE_FRAMES", share)
         encoded.clear()
-        process_video(path, path.with_name(f"out-{share}.mp4"), Prompt([Point(x, y, f)]), mode)
+        process_video(path, path.with_name(f"out-{share}.mp4"), Prompt([Point(x, y, f)]), "blur")
         outs.append(list(encoded))
     return outs[0], outs[1]
 
@@ -85,38 +71,42 @@ def _same(a: list[np.ndarray], b: list[np.ndarray], count: int) -> None:
         assert np.array_equal(p, q), f"frame {i}"
 
 
-def test_the_renderer_encodes_the_childs_frames_as_if_it_had_decoded_them(tmp_path, ring_dir, ring_log, monkeypatch):
+def test_the_renderer_encodes_the_childs_frames_as_if_it_had_decoded_them(tmp_path, ring_dir, ring_log, monkeypatch,
+                                                                          encoded_pictures):
     clip = make_gt_clip(tmp_path / "basic.mp4", "basic", 160, 96, 40)
-    shared, own = _shared_and_own(monkeypatch, clip.path, clip.click)
+    shared, own = _shared_and_own(monkeypatch, encoded_pictures, clip.path, clip.click)
     _same(shared, own, 40)
     assert ring_log["frames"] == list(range(40)) and ring_log["handover"] == []
     assert list(ring_dir.iterdir()) == []  # the shared file is gone
 
 
-def test_a_late_click_hands_over_once_the_ring_is_full(tmp_path, ring_dir, ring_log, monkeypatch):
+def test_a_late_click_hands_over_once_the_ring_is_full(tmp_path, ring_dir, ring_log, monkeypatch,
+                                                       encoded_pictures):
     """Clicked on frame 22: no mask is final before the child has decoded frames 0-22, so it
     must not wait for a slot; the renderer decodes from the first frame not shared."""
     monkeypatch.setattr(framering, "RING_SLOTS", 4)
     clip = make_gt_clip(tmp_path / "late.mp4", "late_click", 160, 96, 30)
     assert clip.click[2] > 4
-    shared, own = _shared_and_own(monkeypatch, clip.path, clip.click)
+    shared, own = _shared_and_own(monkeypatch, encoded_pictures, clip.path, clip.click)
     _same(shared, own, 30)
     assert ring_log["frames"] == [0, 1, 2, 3] and ring_log["handover"] == [4]
 
 
-def test_an_occlusion_hands_over_while_the_object_is_lost(tmp_path, ring_dir, ring_log, monkeypatch):
+def test_an_occlusion_hands_over_while_the_object_is_lost(tmp_path, ring_dir, ring_log, monkeypatch,
+                                                          encoded_pictures):
     """Lost frames' masks are final only once the whole video is decoded: the child shares
     up to the loss plus the ring's slots, then hands over (it does not hang)."""
     monkeypatch.setattr(framering, "RING_SLOTS", 4)
     clip = make_gt_clip(tmp_path / "occ.mp4", "occlusion", 160, 96, 40)
-    shared, own = _shared_and_own(monkeypatch, clip.path, clip.click)
+    shared, own = _shared_and_own(monkeypatch, encoded_pictures, clip.path, clip.click)
     _same(shared, own, 40)
     assert len(ring_log["handover"]) == 1
     handed = ring_log["handover"][0]
     assert 4 <= handed < 40 and ring_log["frames"] == list(range(handed))
 
 
-def test_frames_without_4_2_0_planes_are_decoded_by_the_renderer(tmp_path, ring_dir, ring_log, monkeypatch):
+def test_frames_without_4_2_0_planes_are_decoded_by_the_renderer(tmp_path, ring_dir, ring_log, monkeypatch,
+                                                                 encoded_pictures):
     path = tmp_path / "444.mp4"
     rng = np.random.default_rng(5)
     bg = rng.integers(0, 255, (96, 160, 3), np.uint8)
@@ -130,7 +120,7 @@ def test_frames_without_4_2_0_planes_are_decoded_by_the_renderer(tmp_path, ring_
             frame.pts, frame.time_base = i, Fraction(1, 25)
             c.mux(s.encode(frame))
         c.mux(s.encode(None))
-    shared, own = _shared_and_own(monkeypatch, path, (35, 45, 0))
+    shared, own = _shared_and_own(monkeypatch, encoded_pictures, path, (35, 45, 0))
     _same(shared, own, 12)
     assert ring_log["frames"] == [] and ring_log["handover"] == [0]
 

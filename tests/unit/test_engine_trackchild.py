@@ -11,8 +11,7 @@ import pytest
 
 from gpu_consumers.engine import ClassicTracker, EngineError, JobCancelled, Point, Prompt, pipeline, process_video, trackchild
 from gpu_consumers.engine.livetrack import LiveTrack
-from gpu_consumers.engine.video_io import VideoWriter, probe
-from gpu_consumers.engine.yuv import Yuv420
+from gpu_consumers.engine.video_io import probe
 from tapmask.synthetic import make_gt_clip
 
 
@@ -58,9 +57,10 @@ def test_the_child_publishes_the_masks_a_thread_computes(occlusion):
     assert seen and seen[-1][0] == "tracking"
 
 
-def test_process_video_gives_the_same_output_with_a_child_or_a_thread(occlusion, tmp_path, always_child, monkeypatch):
+def test_process_video_gives_the_same_output_with_a_child_or_a_thread(occlusion, tmp_path, always_child, monkeypatch,
+                                                                      encoded_pictures):
     x, y, f = occlusion.click
-    encoded = _record_encoded(monkeypatch)  # the pictures, not the packets: see below
+    encoded = encoded_pictures  # the pictures, not the packets (see the fixture)
     outs = {}
     for in_child in (True, False):
         monkeypatch.setattr(pipeline, "TRACK_IN_CHILD", in_child)
@@ -73,20 +73,8 @@ def test_process_video_gives_the_same_output_with_a_child_or_a_thread(occlusion,
     assert all(np.array_equal(p, q) for p, q in zip(a, b))
 
 
-def _record_encoded(monkeypatch) -> list[np.ndarray]:
-    """A list that gets a copy of every picture handed to the encoder from now on."""
-    encoded: list[np.ndarray] = []
-    write_frame = VideoWriter.write_frame
-
-    def recording(self, image, pts, index):
-        encoded.append(image.to_array() if isinstance(image, Yuv420) else np.array(image))
-        return write_frame(self, image, pts, index)
-
-    monkeypatch.setattr(VideoWriter, "write_frame", recording)
-    return encoded
-
-
-def test_erase_overlapped_with_tracking_gives_the_frames_of_erase_after_tracking(tmp_path, always_child, monkeypatch):
+def test_erase_overlapped_with_tracking_gives_the_frames_of_erase_after_tracking(tmp_path, always_child, monkeypatch,
+                                                                                 encoded_pictures):
     """Erase follows the tracker too (masks and camera motion published as they are final):
     on a panning clip, in a child and in a thread, the frames are those of rendering after.
 
@@ -94,7 +82,7 @@ def test_erase_overlapped_with_tracking_gives_the_frames_of_erase_after_tracking
     always give the same packets for the same pictures (bench/README.md, session 7)."""
     clip = make_gt_clip(tmp_path / "pan.mp4", "late_click", 160, 96, 30)
     x, y, f = clip.click
-    encoded = _record_encoded(monkeypatch)
+    encoded = encoded_pictures
     outs = {}
     for name, overlap, in_child in (("child", True, True), ("thread", True, False), ("after", False, False)):
         monkeypatch.setattr(pipeline, "OVERLAP", overlap)
