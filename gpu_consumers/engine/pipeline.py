@@ -37,12 +37,12 @@ import cv2
 
 from .effects import DEFAULT_FEATHER_PX, check_mode
 from .errors import EngineError, InvalidPrompt, PromptOutOfRange
+from .framering import FrameRing
 from .livetrack import LiveTrack, LiveTrackFailed
 from .masks import MaskProvider
 from .masktrack import MaskTrack
 from .prompts import Prompt, prompt_to_coded
 from .render import DEFAULT_CHUNK_FRAMES, EffectOptions, render_video
-from .framering import FrameRing
 from .trackchild import TrackingChild, worth_a_child
 from .trackchild import context as tracking_context
 from .tracking import STAGE_TRACKING, ClassicTracker, ProviderTracker, VideoTracker, track_accepts
@@ -174,8 +174,6 @@ def track_video(
     if feed is None or not track_accepts(tracker, "feed"):  # else: published whole at the end
         return tracker.track(in_path, info, coded, progress=progress, should_cancel=should_cancel)
     return tracker.track(in_path, info, coded, progress=progress, should_cancel=should_cancel, feed=feed)
-
-
 
 
 def process_video(
