@@ -148,11 +148,10 @@ class FrameRing:
         self._cond = threading.Condition()
         self._queue: deque[tuple[int, int | None, Fraction, str]] = deque()
         self._read = 0  # frames copied out so far (the next one is in slot _read % slots)
-        self._next = 0  # the next frame index the renderer will ask for
+        self._next = 0  # the frame the ring holds next (renderer thread only)
         self._handover: tuple[int, list[int | None]] | None = None
         self._count: int | None = None
         self._failed: BaseException | None = None
-        self._own = False  # the renderer decodes the file itself from `_next` on
 
     @classmethod
     def create(cls, ctx: Any, width: int, height: int) -> FrameRing | None:
@@ -217,11 +216,9 @@ class FrameRing:
         """Decoded frames from index `first` on, in order, like ``reader.video_frames(first)``:
         from the ring while the child shares them, then (after a hand-over, or when `first`
         is not the frame the ring holds next) from `own`."""
-        with self._cond:
-            shared = not self._own and first == self._next
-        if not shared:
-            self.abandon()
-            yield from self._counted(own(first, None))
+        if first != self._next or self.handle.abandoned.is_set():
+            self.abandon()  # from here on the renderer decodes the file itself
+            yield from own(first, None)
             return
         while True:
             with self._cond:
@@ -237,7 +234,6 @@ class FrameRing:
                     return  # every frame was read
                 else:  # handed over (or, defensively, frames the ring never got)
                     known = self._handover[1] if self._handover is not None else None
-                    self._own = True
                     break
             h = self.handle
             y, u, v = _planes(self._mm, slot * _slot_bytes(h.width, h.height), h.width, h.height)
@@ -246,17 +242,11 @@ class FrameRing:
             h.free.release()
             self._next = index + 1
             yield DecodedFrame(index, planes, pts, time_base)
-        yield from self._counted(own(self._next, known))
-
-    def _counted(self, frames: Iterator[DecodedFrame]) -> Iterator[DecodedFrame]:
-        for item in frames:
-            self._next = item.index + 1
-            yield item
+        self.abandon()
+        yield from own(self._next, known)
 
     def abandon(self) -> None:
         """The renderer reads no more from the ring: the child stops sharing (never waits)."""
-        with self._cond:
-            self._own = True
         self.handle.abandoned.set()
 
     def _unlink(self) -> None:
