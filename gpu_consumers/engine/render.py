@@ -158,6 +158,8 @@ def iter_rendered(
         if shared_frames is not None and not erase:
             frames = shared_frames.frames(first, own_frames)
         else:
+            if shared_frames is not None:
+                shared_frames.abandon()  # unread, its full slots would keep the child waiting
             frames = own_frames(first, None)
         exhausted = False
         for i in range(start, end):

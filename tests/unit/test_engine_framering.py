@@ -15,7 +15,9 @@ import pytest
 
 from gpu_consumers.engine import Point, Prompt, framering, pipeline, process_video, trackchild
 from gpu_consumers.engine.livetrack import LiveTrackFailed
-from gpu_consumers.engine.video_io import DecodedFrame
+from gpu_consumers.engine.pipeline import track_video
+from gpu_consumers.engine.render import EffectOptions, iter_rendered
+from gpu_consumers.engine.video_io import DecodedFrame, probe
 from gpu_consumers.engine.yuv import Yuv420
 from tapmask.synthetic import make_gt_clip
 
@@ -231,3 +233,21 @@ def test_a_ring_asked_for_another_frame_gives_way_to_the_renderers_decoder(tmp_p
         writer.close()
         ring.close()
     assert list(tmp_path.iterdir()) == []
+
+
+
+def test_erase_given_a_ring_abandons_it_and_decodes_the_file(tmp_path, ring_dir):
+    """Erase reads neighbours, not the ring; a ring left unread would keep the child waiting
+    for a free slot while the renderer waits for its masks."""
+    clip = make_gt_clip(tmp_path / "basic.mp4", "basic", 160, 96, 12)
+    info = probe(clip.path)
+    x, y, f = clip.click
+    track = track_video(clip.path, Prompt([Point(x, y, f)]))
+    ring = framering.FrameRing.create(mp.get_context("spawn"), info.width, info.height)
+    assert ring is not None
+    try:
+        rendered = iter_rendered(clip.path, track, EffectOptions(mode="erase"), 0, 12, info, shared_frames=ring)
+        assert [r[0] for r in rendered] == list(range(12))
+        assert ring.handle.abandoned.is_set()
+    finally:
+        ring.close()
