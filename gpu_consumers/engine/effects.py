@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from .errors import UnsupportedMode
+from .masks import mask_u8
 from .yuv import Yuv420, bgr_to_yuv
 
 #: Effect modes. "erase" needs neighbouring frames: it is rendered by `render`/`erase`,
@@ -48,7 +49,7 @@ def distance_to_mask(mask: np.ndarray) -> np.ndarray:
     (dx^2 + dy^2), and the transform's error on its square stays far below 0.5 (at most 0.004
     measured), so snapping the square to that integer gives the exact, repeatable value.
     """
-    dist = cv2.distanceTransform(np.where(mask > 0, 0, 255).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    dist = cv2.distanceTransform(mask_u8(mask, invert=True), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     np.multiply(dist, dist, out=dist)
     np.rint(dist, out=dist)
     return np.sqrt(dist, out=dist)

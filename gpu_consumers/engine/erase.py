@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from .effects import _composite, _Region, chroma_alpha, grown, soft_alpha
+from .masks import mask_u8
 from .masktrack import MaskTrack
 from .yuv import Yuv420
 
@@ -131,7 +132,7 @@ def inpaint_holes(picture: np.ndarray, missing: np.ndarray) -> None:
     else:
         size = (-(-(x1 - x0) // factor), -(-(y1 - y0) // factor))
         small = cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
-        small_hole = np.where(cv2.resize(hole8, size, interpolation=cv2.INTER_AREA) > 0, 255, 0).astype(np.uint8)
+        small_hole = mask_u8(cv2.resize(hole8, size, interpolation=cv2.INTER_AREA))
         small = cv2.inpaint(small, small_hole, max(2, INPAINT_RADIUS // factor + 1), cv2.INPAINT_TELEA)
         painted = cv2.resize(small, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
     crop[hole] = painted[hole]

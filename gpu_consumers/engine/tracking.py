@@ -45,7 +45,7 @@ import numpy as np
 
 from .effects import grown
 from .errors import EmptyVideo, EngineError, InvalidPrompt, JobCancelled
-from .masks import MaskProvider
+from .masks import MaskProvider, mask_u8
 from .livetrack import LiveTrack
 from .masktrack import MaskTrack, encode_mask
 from .prompts import Prompt
@@ -105,7 +105,7 @@ class ProviderTracker(VideoTracker):
                             f"The mask for frame {item.index} is {mask.shape[1]}x{mask.shape[0]}, "
                             f"the frame is {item.image.shape[1]}x{item.image.shape[0]}."
                         )
-                    m = np.where(mask > 0, 255, 0).astype(np.uint8)
+                    m = mask_u8(mask)
                     pngs.append(encode_mask(m))
                     conf.append(float(c))
                     lost.append(not m.any())
@@ -587,7 +587,7 @@ class ClassicTracker(VideoTracker):
             motion = np.stack(motions_upto(n))
         else:
             motion = np.repeat(np.eye(3, dtype=np.float32)[None], n, axis=0)
-        pngs = [encode_mask(np.where(m, 255, 0).astype(np.uint8)) for m in masks]
+        pngs = [encode_mask(mask_u8(m)) for m in masks]
         if progress is not None:
             progress(STAGE_TRACKING, 2 * n, 2 * n)
         return MaskTrack(info.width, info.height, sw, sh, pngs, conf, lost, frames.pts, motion,
@@ -632,7 +632,7 @@ class ClassicTracker(VideoTracker):
         return float(p[obj].mean() - p[ring].mean())
 
     def _new_state(self, img: np.ndarray, obj: np.ndarray) -> _State:
-        ref = np.where(obj, 255, 0).astype(np.uint8)
+        ref = mask_u8(obj)
         st = _State(ref=ref, pose=_IDENT.copy(), vis=obj.copy(), ref_area=float(obj.sum()),
                     anchor_area=float(obj.sum()))
         self._set_template(st, img, obj)
@@ -734,7 +734,7 @@ class ClassicTracker(VideoTracker):
             if 0.85 <= ratio <= 1.25 and area > 0 and anchored:
                 # Fully visible: adopt the current shape as the reference (non-rigid change,
                 # scale drift) and refresh the appearance models a little.
-                st.ref = np.where(vis, 255, 0).astype(np.uint8)
+                st.ref = mask_u8(vis)
                 st.pose = _IDENT.copy()
                 st.ref_area = area
                 st.anchor_area = 0.9 * st.anchor_area + 0.1 * area
