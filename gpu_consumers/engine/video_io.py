@@ -369,9 +369,12 @@ class VideoWriter:
         x264_params: str | None = None,
         video_template: av.video.stream.VideoStream | None = None,
         size: tuple[int, int] | None = None,
+        faststart: bool = True,
     ) -> None:
         """`size` (width, height): encode at that size, scaling every frame (default: the
-        input's size). With `video_template` the template's size is kept."""
+        input's size). With `video_template` the template's size is kept. `faststart`: the
+        index goes before the media (a file played while it downloads); False for a file
+        that is only joined later (moving the index rewrites the whole file on close)."""
         self.path = Path(path)
         self.width, self.height = size if size is not None else (info.width, info.height)
         self._remux = video_template is not None
@@ -379,7 +382,8 @@ class VideoWriter:
         self._last_pts: int | None = None
         self._closed = False
         try:
-            self._container = av.open(str(self.path), mode="w", format="mp4", options={"movflags": "+faststart"})
+            self._container = av.open(str(self.path), mode="w", format="mp4",
+                                      options={"movflags": "+faststart"} if faststart else {})
         except (av.error.FFmpegError, OSError) as exc:
             raise EngineError(f"Cannot create the output file {self.path.name!r}: {exc}") from exc
         try:

@@ -366,14 +366,14 @@ def test_render_video_plans_the_same_chunks_from_a_live_track(tmp_path, monkeypa
     info = probe(clip.path)
     x, y, f = clip.click
     chunks: list[tuple[int, int, int]] = []
-    real = render.render_segment
+    real = render._encode_segment
 
-    def recording(in_path, track, options, start, end, out_path, **kw):
-        written = real(in_path, track, options, start, end, out_path, **kw)
+    def recording(in_path, track, options, start, end, out_path, *args, **kw):
+        written, mode = real(in_path, track, options, start, end, out_path, *args, **kw)
         chunks.append((start, end, written))
-        return written
+        return written, mode
 
-    monkeypatch.setattr(render, "render_segment", recording)
+    monkeypatch.setattr(render, "_encode_segment", recording)
     feed = LiveTrack(info.width, info.height)
     box = {}
     thread = threading.Thread(target=lambda: box.update(track=ClassicTracker(camera_motion=False).track(
@@ -386,3 +386,31 @@ def test_render_video_plans_the_same_chunks_from_a_live_track(tmp_path, monkeypa
     expected = [(s, s + 16, e - s) for s, e in plan_chunks(40, 16)]
     assert frames == 40 and live_chunks == chunks == expected
     assert len(_decode(tmp_path / "live.mp4")[0]) == 40
+
+
+@pytest.mark.parametrize(("name", "codec", "mode"), [("aac.mp4", "aac", "copy"), ("pcm.mkv", "pcm_s16le", "transcode")])
+def test_one_segment_written_with_its_audio_equals_a_joined_segment(tmp_path, name, codec, mode):
+    """A video of one chunk is written with its audio straight away (no join): the same
+    file content as rendering that segment and joining it - the same video packets, the
+    whole audio track - and, with many chunks, the same timestamps and audio."""
+    from gpu_consumers.engine import EffectOptions, join_segments, render_segment, track_video
+
+    src = make_sample_clip(tmp_path / name, seconds=0.8, width=160, height=96, audio_codec=codec)
+    prompt = Prompt([Point(*sample_object_center(0, 160, 96, 25))])
+    direct, joined, many = tmp_path / "direct.mp4", tmp_path / "joined.mp4", tmp_path / "many.mp4"
+    result = process_video(src, direct, prompt, "blur")  # 20 frames: one chunk
+    track = track_video(src, prompt)
+    assert render_segment(src, track, EffectOptions(), 0, 20, tmp_path / "seg.mp4") == 20
+    assert join_segments([tmp_path / "seg.mp4"], src, joined) == result.audio == mode
+    assert process_video(src, many, prompt, "blur", chunk_frames=6).audio == mode  # 4 segments
+
+    def packets(path, kind):
+        with av.open(str(path)) as c:
+            return [(p.pts, bytes(p)) for p in c.demux(**{kind: 0}) if p.size]
+
+    assert packets(direct, "video") == packets(joined, "video")
+    assert packets(direct, "audio") == packets(joined, "audio") == packets(many, "audio")
+    assert _decode(direct)[1] == _decode(many)[1] == _decode(src)[1]
+    with av.open(str(direct)) as c:
+        samples = sum(f.samples for f in c.decode(audio=0))
+    assert samples == pytest.approx(0.8 * 48000, rel=0.1)
