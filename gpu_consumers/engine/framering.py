@@ -237,7 +237,10 @@ class FrameRing:
                     break
             h = self.handle
             y, u, v = _planes(self._mm, slot * _slot_bytes(h.width, h.height), h.width, h.height)
-            planes = Yuv420(y.copy(), u.copy(), v.copy(), fmt)
+            planes = Yuv420.blank(h.width, h.height, fmt)  # the encoder takes its frame as it is
+            np.copyto(planes.y, y)
+            np.copyto(planes.u, u)
+            np.copyto(planes.v, v)
             del y, u, v  # no view may outlive the mapping (see `close`)
             h.free.release()
             self._next = index + 1
