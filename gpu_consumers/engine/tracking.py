@@ -1083,7 +1083,7 @@ class _SmallFrames:
             frame_bytes = small.size
             if (self._expected * frame_bytes <= self._raw_bytes
                     or len(self._store) * frame_bytes < self._raw_bytes // 2):
-                self._store.append(small.copy())  # the decoder may reuse its buffer
+                self._store.append(small)  # a new array (`video_io.scaled_bgr`), not the decoder's
             else:
                 ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, self._quality])
                 self._store.append(buf.tobytes())

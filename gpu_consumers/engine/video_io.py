@@ -98,6 +98,7 @@ class DecodedFrame:
     time_base: Fraction
     #: The full-size 4:2:0 planes a scaled `image` was made from, when they were asked for
     #: (`VideoReader.video_frames(keep_planes=True)`) and the frame has them; else None.
+    #: Read-only views of the decoder's picture (`Yuv420.view_of`): copy what is kept.
     planes: Yuv420 | None = None
 
 
@@ -219,12 +220,13 @@ def capped_size(width: int, height: int, max_short_side: int | None) -> tuple[in
 
 def scaled_bgr(frame: av.VideoFrame, size: tuple[int, int], planes: Yuv420 | None) -> np.ndarray:
     """`frame` as a BGR picture of `size` (width, height), as tracking takes it: from its
-    4:2:0 `planes` (`Yuv420.from_frame`, or None) the Y, U and V planes are scaled (area
+    4:2:0 `planes` (`Yuv420.view_of`, or None) the Y, U and V planes are scaled (area
     averaging, no full-size colour conversion) and the small picture converted (BT.601
     maths: close enough to the true colours for tracking, and much cheaper); other frames go
     through FFmpeg's converter."""
     if planes is not None:
-        small = [cv2.resize(p, size, interpolation=cv2.INTER_AREA) for p in (planes.y, planes.u, planes.v)]
+        small = [p if (p.shape[1], p.shape[0]) == size else cv2.resize(p, size, interpolation=cv2.INTER_AREA)
+                 for p in (planes.y, planes.u, planes.v)]  # (chroma is often the size already)
         return cv2.cvtColor(cv2.merge(small), cv2.COLOR_YUV2BGR)
     return frame.to_ndarray(format="bgr24", width=size[0], height=size[1], src_colorspace=int(frame.colorspace),
                             src_color_range=int(frame.color_range), interpolation="AREA")
@@ -328,9 +330,14 @@ class VideoReader:
                  keep_planes: bool = False) -> DecodedFrame:
         width, height = size if size is not None else (self.info.width, self.info.height)
         time_base = Fraction(frame.time_base or self.info.time_base)
-        # The frame's own 4:2:0 planes, when it has them at the video's size.
+        # The frame's own 4:2:0 planes, when it has them at the video's size: a copy to render
+        # on, or, to scale down (and hand on with `keep_planes`), views of the decoder's.
         native = (frame.width, frame.height) == (self.info.width, self.info.height)
-        planes = Yuv420.from_frame(frame) if native and (size is not None or self.yuv) else None
+        planes = None
+        if native and size is not None:
+            planes = Yuv420.view_of(frame)
+        elif native and self.yuv:
+            planes = Yuv420.from_frame(frame)
         if planes is not None and size is None:
             return DecodedFrame(index, planes, frame.pts, time_base)
         if size is not None:

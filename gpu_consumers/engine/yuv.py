@@ -57,13 +57,27 @@ class Yuv420:
     def from_frame(cls, frame: av.VideoFrame) -> Yuv420 | None:
         """The planes of `frame` (copied: the decoder reuses its buffers), or None when the
         frame is not 8-bit 4:2:0 with an even width and height."""
+        seen = cls.view_of(frame)
+        if seen is None:
+            return None
+        out = cls.blank(frame.width, frame.height, seen.format)
+        for dst, src in zip((out.y, out.u, out.v), (seen.y, seen.u, seen.v)):
+            np.copyto(dst, src)
+        return out
+
+    @classmethod
+    def view_of(cls, frame: av.VideoFrame) -> Yuv420 | None:
+        """Read-only views of `frame`'s own planes (no copy; they keep the frame alive), or
+        None as `from_frame`. For reading only: a decoder may still predict later pictures
+        from these samples, so they are never written (writing raises)."""
         w, h = frame.width, frame.height
         if frame.format.name not in YUV420_FORMATS or w % 2 or h % 2 or len(frame.planes) != 3:
             return None
-        out = cls.blank(w, h, frame.format.name)
-        for dst, plane in zip((out.y, out.u, out.v), frame.planes):
-            np.copyto(dst, _plane_view(plane, dst.shape[1], dst.shape[0]))
-        return out
+        y, u, v = (_plane_view(plane, pw, ph) for plane, (pw, ph) in
+                   zip(frame.planes, ((w, h), (w // 2, h // 2), (w // 2, h // 2))))
+        for plane in (y, u, v):
+            plane.flags.writeable = False
+        return cls(y, u, v, frame.format.name)
 
     def to_array(self) -> np.ndarray:
         """The planes packed one after the other, (h * 3/2) x w (PyAV's yuv420p layout)."""

@@ -52,3 +52,13 @@ def test_blank_planes_fill_the_frame_and_copies_are_independent():
 def test_other_formats_have_no_planes():
     assert Yuv420.from_frame(_decoded_like(32, 16, "yuv444p")) is None
     assert Yuv420.from_frame(av.VideoFrame(33, 16, "yuv420p")) is None  # odd width
+
+
+def test_views_of_a_decoded_frame_are_read_only_and_exact():
+    src = _decoded_like(854, 480)
+    seen = Yuv420.view_of(src)
+    assert seen is not None and seen.frame is None
+    np.testing.assert_array_equal(seen.to_array(), src.to_ndarray())
+    with pytest.raises(ValueError):
+        seen.y[0, 0] = 1  # the decoder may still predict from these samples
+    assert Yuv420.view_of(_decoded_like(32, 16, "yuv444p")) is None
