@@ -237,10 +237,7 @@ class FrameRing:
                     break
             h = self.handle
             y, u, v = _planes(self._mm, slot * _slot_bytes(h.width, h.height), h.width, h.height)
-            planes = Yuv420.blank(h.width, h.height, fmt)  # the encoder takes its frame as it is
-            np.copyto(planes.y, y)
-            np.copyto(planes.u, u)
-            np.copyto(planes.v, v)
+            planes = Yuv420.copy_of(y, u, v, fmt)  # into the frame the encoder takes as it is
             del y, u, v  # no view may outlive the mapping (see `close`)
             h.free.release()
             self._next = index + 1

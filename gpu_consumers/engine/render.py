@@ -227,9 +227,10 @@ def render_segment(
     return written
 
 
-def _encode_segment(in_path, track, options: EffectOptions, start: int, end: int, out_path, info: VideoInfo | None,
-                    should_cancel, on_frame, shared_frames: FrameRing | None,
-                    with_audio: bool) -> tuple[int, str | None]:
+def _encode_segment(in_path: str | os.PathLike[str], track: MaskTrack, options: EffectOptions, start: int, end: int,
+                    out_path: str | os.PathLike[str], info: VideoInfo | None,
+                    should_cancel: Callable[[], bool] | None, on_frame: Callable[[int], None] | None,
+                    shared_frames: FrameRing | None, with_audio: bool) -> tuple[int, str | None]:
     """`render_segment`; `with_audio`: the input's audio is written beside the frames, and
     all of it when the segment turns out to be the video's last (the file is then the whole
     output, as `join_segments` of this one segment would make it). Returns (frames written,

@@ -49,21 +49,23 @@ class Yuv420:
     def blank(cls, width: int, height: int, fmt: str = "yuv420p") -> Yuv420:
         """Planes to fill in (their samples are undefined): views of a new frame's buffers."""
         frame = av.VideoFrame(width, height, "yuv420p")
-        y, u, v = (_plane_view(plane, w, h) for plane, (w, h) in
-                   zip(frame.planes, ((width, height), (width // 2, height // 2), (width // 2, height // 2))))
-        return cls(y, u, v, fmt, frame)
+        return cls(*_plane_views(frame), fmt, frame)
+
+    @classmethod
+    def copy_of(cls, y: np.ndarray, u: np.ndarray, v: np.ndarray, fmt: str = "yuv420p") -> Yuv420:
+        """A copy of the planes `y`, `u`, `v` (any views), in a new frame's buffers (`blank`)."""
+        out = cls.blank(y.shape[1], y.shape[0], fmt)
+        np.copyto(out.y, y)
+        np.copyto(out.u, u)
+        np.copyto(out.v, v)
+        return out
 
     @classmethod
     def from_frame(cls, frame: av.VideoFrame) -> Yuv420 | None:
         """The planes of `frame` (copied: the decoder reuses its buffers), or None when the
         frame is not 8-bit 4:2:0 with an even width and height."""
         seen = cls.view_of(frame)
-        if seen is None:
-            return None
-        out = cls.blank(frame.width, frame.height, seen.format)
-        for dst, src in zip((out.y, out.u, out.v), (seen.y, seen.u, seen.v)):
-            np.copyto(dst, src)
-        return out
+        return None if seen is None else cls.copy_of(seen.y, seen.u, seen.v, seen.format)
 
     @classmethod
     def view_of(cls, frame: av.VideoFrame) -> Yuv420 | None:
@@ -73,11 +75,10 @@ class Yuv420:
         w, h = frame.width, frame.height
         if frame.format.name not in YUV420_FORMATS or w % 2 or h % 2 or len(frame.planes) != 3:
             return None
-        y, u, v = (_plane_view(plane, pw, ph) for plane, (pw, ph) in
-                   zip(frame.planes, ((w, h), (w // 2, h // 2), (w // 2, h // 2))))
-        for plane in (y, u, v):
+        planes = _plane_views(frame)
+        for plane in planes:
             plane.flags.writeable = False
-        return cls(y, u, v, frame.format.name)
+        return cls(*planes, frame.format.name)
 
     def to_array(self) -> np.ndarray:
         """The planes packed one after the other, (h * 3/2) x w (PyAV's yuv420p layout)."""
@@ -99,11 +100,13 @@ class Yuv420:
         return Yuv420(self.y.copy(), self.u.copy(), self.v.copy(), self.format)
 
 
-def _plane_view(plane: av.video.plane.VideoPlane, width: int, height: int) -> np.ndarray:
-    """The `height` x `width` samples of one plane of a frame, as a view (rows are
+def _plane_views(frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Views of the Y (h x w), U and V (h/2 x w/2) samples of a 4:2:0 `frame` (rows are
     `line_size` bytes apart, alignment padding included)."""
-    stride = plane.line_size
-    return np.frombuffer(plane, np.uint8, count=stride * height).reshape(height, stride)[:, :width]
+    w, h = frame.width, frame.height
+    sizes = ((w, h), (w // 2, h // 2), (w // 2, h // 2))
+    return tuple(np.frombuffer(plane, np.uint8, count=plane.line_size * ph).reshape(ph, plane.line_size)[:, :pw]
+                 for plane, (pw, ph) in zip(frame.planes, sizes))  # type: ignore[return-value]
 
 
 def bgr_to_yuv(color_bgr: tuple[int, int, int]) -> tuple[int, int, int]:
