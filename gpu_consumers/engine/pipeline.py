@@ -253,7 +253,15 @@ def process_video(
             report(stage, d, total)
 
     def cancelled() -> bool:
-        return stop.is_set() or (should_cancel is not None and should_cancel())
+        # The caller's answer is asked until it first says True, then kept (`stop`): the
+        # tracking relay polls on every message from the child, and a cancelled job must
+        # not keep calling back (a callback may be a request to the job store).
+        if stop.is_set():
+            return True
+        if should_cancel is not None and should_cancel():
+            stop.set()
+            return True
+        return False
 
     def run_tracking() -> None:
         t0 = time.perf_counter()
@@ -309,7 +317,7 @@ def process_video(
             with tempfile.TemporaryDirectory(prefix="tapmask-seg-", dir=work_dir) as tmp:
                 frames, audio_mode = render_video(in_path, out_path, track_for_render, options, tmp,
                                                   chunk_frames=chunk_frames, info=info,
-                                                  should_cancel=should_cancel, on_frame=on_frame,
+                                                  should_cancel=cancelled, on_frame=on_frame,
                                                   shared_frames=ring)
             if ring is not None:
                 ring.abandon()  # every frame is rendered: the child never waits for a slot
