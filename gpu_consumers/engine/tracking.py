@@ -1050,6 +1050,9 @@ class _SmallFrames:
     `raw_bytes` (all of them when the expected count fits), else JPEG-compressed, with the
     last few decoded ones cached."""
 
+    #: Decoded frames kept beside the JPEG store: the newest ones, and the last ones read back.
+    CACHED = 9
+
     def __init__(self, decoded: Iterator[DecodedFrame], expected: int, raw_bytes: int, jpeg_quality: int,
                  should_cancel: Callable[[], bool] | None, on_decoded: Callable[[int], None],
                  on_end: Callable[[list[int | None]], None] | None) -> None:
@@ -1087,6 +1090,9 @@ class _SmallFrames:
             else:
                 ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, self._quality])
                 self._store.append(buf.tobytes())
+                # The pass reads this frame next (and the one before it): it gets the frame as
+                # decoded, not its JPEG copy. The copy is for passes that come back later.
+                self._remember(len(self._store) - 1, small)
             self.pts.append(item.pts)
         if len(self._store) > start:
             self._on_decoded(len(self._store))
@@ -1106,10 +1112,14 @@ class _SmallFrames:
         img = self._cache.get(i)
         if img is None:
             img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-            if len(self._cache) > 8:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[i] = img
+            self._remember(i, img)
         return img
+
+    def _remember(self, i: int, img: np.ndarray) -> None:
+        """Keep frame `i` decoded among the last `CACHED` frames remembered."""
+        if len(self._cache) >= self.CACHED:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[i] = img
 
 
 class _CameraMotion:
