@@ -24,7 +24,7 @@ import threading
 
 import numpy as np
 
-from .masks import mask_u8
+from .masks import CroppedMask, mask_u8
 from .masktrack import motion_product, upsample_mask
 
 
@@ -40,7 +40,7 @@ class LiveTrack:
         self._cond = threading.Condition()
         self._count: int | None = None
         self._pts: list[int | None] = []
-        self._small: list[np.ndarray | None] = []
+        self._small: list[np.ndarray | CroppedMask] = []
         self._ready = 0
         self._motion: list[np.ndarray] = []
         self._inverses: dict[int, np.ndarray] = {}
@@ -56,13 +56,13 @@ class LiveTrack:
 
     def publish(self, upto: int, masks: list, motions: list | None = None, pts: list | None = None) -> None:
         """Frames ``[0, upto)`` have final masks; `masks[i]` is frame i's tracking-resolution
-        mask (bool, or uint8 0/255); `motions[i]` (when the tracker estimates the camera's
+        mask (bool, uint8 0/255, or a `CroppedMask`); `motions[i]` (when the tracker estimates the camera's
         motion) its full-resolution 3x3 motion from frame i-1; `pts[i]` its pts (needed
         before `start` only). Only frames not published before are read."""
         with self._cond:
             for i in range(self._ready, upto):
                 m = masks[i]
-                self._small.append(mask_u8(m))
+                self._small.append(m if isinstance(m, CroppedMask) else mask_u8(m))
                 if motions is not None:
                     self._motion.append(np.asarray(motions[i], np.float32))
             if pts is not None and len(self._pts) < upto:
@@ -133,7 +133,8 @@ class LiveTrack:
     def full_mask(self, index: int) -> np.ndarray:
         """Mask of frame `index` at the video's coded size, once it is final (blocks)."""
         self._wait(lambda: self._ready > index)
-        return upsample_mask(self._small[index], self.width, self.height)
+        small = self._small[index]
+        return upsample_mask(small.full() if isinstance(small, CroppedMask) else small, self.width, self.height)
 
 
 class _SmallMasks:

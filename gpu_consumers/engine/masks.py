@@ -33,6 +33,28 @@ def mask_u8(mask: np.ndarray, *, invert: bool = False) -> np.ndarray:
     return on.view(np.uint8) * np.uint8(255)
 
 
+class CroppedMask:
+    """A mask kept as its bounding box's contents: ``crop`` (uint8 0/255, `height` x `width`
+    of the box) placed at (`x`, `y`) in a mask of `shape` (h, w), zero elsewhere.
+
+    Tracked objects cover a small part of the frame: a 320x180 mask is 57 KB as an array
+    and usually 1-2 KB as its box. `trackchild` sends masks this way and `LiveTrack` keeps
+    them so (a 60-s video's masks: ~3 MB instead of 86)."""
+
+    __slots__ = ("shape", "x", "y", "crop")
+
+    def __init__(self, shape: tuple[int, int], x: int, y: int, crop: np.ndarray) -> None:
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.x, self.y, self.crop = int(x), int(y), crop
+
+    def full(self) -> np.ndarray:
+        """The whole mask (a new uint8 array of `shape`)."""
+        out = np.zeros(self.shape, np.uint8)
+        h, w = self.crop.shape[:2]
+        out[self.y:self.y + h, self.x:self.x + w] = self.crop
+        return out
+
+
 class MaskProvider(ABC):
     """Yields, per frame, a uint8 HxW mask (255 = object, 0 = not) and a confidence in [0, 1].
 
