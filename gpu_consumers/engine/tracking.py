@@ -1047,8 +1047,9 @@ class ClassicTracker(VideoTracker):
 class _SmallFrames:
     """The video's frames at tracking size, decoded when tracking first asks for them and
     kept for the whole pass (passes go back and forth): raw while they fit in half of
-    `raw_bytes` (all of them when the expected count fits), else JPEG-compressed, with the
-    last few decoded ones cached."""
+    `raw_bytes` (all of them when the expected count fits), else JPEG-compressed for the
+    passes that come back to them, the last few frames decoded or read back kept as they
+    are (`CACHED`): the pass that decodes a frame tracks the frame itself, not its copy."""
 
     #: Decoded frames kept beside the JPEG store: the newest ones, and the last ones read back.
     CACHED = 9
