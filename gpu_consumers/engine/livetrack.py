@@ -56,9 +56,10 @@ class LiveTrack:
 
     def publish(self, upto: int, masks: list, motions: list | None = None, pts: list | None = None) -> None:
         """Frames ``[0, upto)`` have final masks; `masks[i]` is frame i's tracking-resolution
-        mask (bool, uint8 0/255, or a `CroppedMask`); `motions[i]` (when the tracker estimates the camera's
-        motion) its full-resolution 3x3 motion from frame i-1; `pts[i]` its pts (needed
-        before `start` only). Only frames not published before are read."""
+        mask (bool, uint8 0/255, or a `CroppedMask`, kept as it is); `motions[i]` (when the
+        tracker estimates the camera's motion) its full-resolution 3x3 motion from frame
+        i-1; `pts[i]` its pts (needed before `start` only). Only frames not published before
+        are read."""
         with self._cond:
             for i in range(self._ready, upto):
                 m = masks[i]
