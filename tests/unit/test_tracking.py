@@ -57,7 +57,11 @@ class _AlwaysECC(ClassicTracker):
     ECC_SKIP_INLIERS = 1.01  # never skip the ECC refinement on steady frames
 
 
-@pytest.mark.parametrize("tracker_cls", [ClassicTracker, _FewerLKIterations, _AlwaysECC])
+class _AllLKPoints(ClassicTracker):
+    LK_POINTS_STEADY = ClassicTracker.LK_POINTS  # a steady object is tried with every point too
+
+
+@pytest.mark.parametrize("tracker_cls", [ClassicTracker, _FewerLKIterations, _AlwaysECC, _AllLKPoints])
 def test_reemergence_after_occlusion_leaks_no_frame_whatever_the_motion_estimate(tmp_path, tracker_cls):
     # Before the fix, a 15-iteration LK left 25 of these 90 frames leaking after the wall had
     # passed: the hidden object's shrinking visible part was read as a change of scale, and
@@ -69,6 +73,38 @@ def test_reemergence_after_occlusion_leaks_no_frame_whatever_the_motion_estimate
     assert leaked == []
     ious = [iou(track.full_mask(i) > 0, clip.masks[i]) for i in range(len(track))]
     assert np.mean(ious) >= 0.85
+
+
+def test_a_steady_object_is_tried_with_fewer_lk_points_and_all_when_they_fit_worse(tmp_path, monkeypatch):
+    clip = make_gt_clip(tmp_path / "basic.mp4", "basic", 320, 180, 40)
+    x, y, f = clip.click
+    prompt = Prompt([Point(x, y, f)])
+    real_lk = ClassicTracker._lk
+    tries: list[int] = []
+
+    def counted(self, g0, g1, src, velocity, points):
+        tries.append(points)
+        return real_lk(self, g0, g1, src, velocity, points)
+
+    monkeypatch.setattr(ClassicTracker, "_lk", counted)
+    track_video(clip.path, prompt, tracker=ClassicTracker(camera_motion=False))
+    few, every = ClassicTracker.LK_POINTS_STEADY, ClassicTracker.LK_POINTS
+    assert few < every and set(tries) == {few, every}
+    assert tries[0] == every  # no fit measured yet: not steady
+    assert tries.count(few) >= 20, tries  # then mostly the cheap try (39 frames tracked)
+
+    # When the few points do not fit (here: no flow at all), every point is tried on the same
+    # frame, and the track is exactly the one trying every point gives.
+    def no_flow_from_few(self, g0, g1, src, velocity, points):
+        if points < self.LK_POINTS:
+            return np.zeros((0, 2), np.float32), np.zeros((0, 2), np.float32)
+        return real_lk(self, g0, g1, src, velocity, points)
+
+    monkeypatch.setattr(ClassicTracker, "_lk", no_flow_from_few)
+    fallback = track_video(clip.path, prompt, tracker=ClassicTracker(camera_motion=False))
+    monkeypatch.setattr(ClassicTracker, "_lk", real_lk)
+    every_point = track_video(clip.path, prompt, tracker=_AllLKPoints(camera_motion=False))
+    assert all(np.array_equal(fallback.full_mask(i), every_point.full_mask(i)) for i in range(40))
 
 
 def test_track_round_trips_through_bytes_and_masks_out(tmp_path):
