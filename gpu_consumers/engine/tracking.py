@@ -870,8 +870,9 @@ class ClassicTracker(VideoTracker):
                 if fit >= self.ECC_SKIP_INLIERS:
                     break
         st.fit = fit
+        m_cost = None  # cost(m), once computed
         if m is not None:
-            if fit >= 0.8 and cost(m) <= self.ECC_SKIP_COST:
+            if fit >= 0.8 and (m_cost := cost(m)) <= self.ECC_SKIP_COST:
                 out = _similarity(to_frame(m))  # the flow fits and maps the pixels: done
                 scale = float(np.sqrt(abs(np.linalg.det(out[:, :2]))))
                 if 0.85 < scale < 1.18:
@@ -884,7 +885,7 @@ class ClassicTracker(VideoTracker):
             res = cv2.matchTemplate(g1, tpl, cv2.TM_SQDIFF_NORMED)
             _, _, loc, _ = cv2.minMaxLoc(res)
             candidates.append(np.array([[1, 0, loc[0] - tx0], [0, 1, loc[1] - ty0]], np.float64))
-        costs = [cost(c) for c in candidates]
+        costs = [m_cost if c is m and m_cost is not None else cost(c) for c in candidates]
         best = candidates[int(np.argmin(costs))]
         best_cost = min(costs)
         try:
