@@ -14,6 +14,8 @@ import pytest
 from gpu_consumers import harness as h
 from gpu_consumers.checkpoints import TWO_PASS, VideoBackend, checkpoint_prefix
 from gpu_consumers.engine.errors import JobCancelled
+from gpu_consumers.engine.video_io import VideoWriter
+from gpu_consumers.engine.yuv import Yuv420
 from gpu_consumers.job import JobContext
 from tapmask.samples import make_sample_clip, sample_object_center
 from tapmask.settings import Settings
@@ -32,8 +34,27 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
 
 
-def test_resumed_job_skips_finished_chunks_and_gives_the_same_output(stack, stack_settings: Settings, tmp_path: Path) -> None:
+def recorded_pictures(monkeypatch: pytest.MonkeyPatch) -> dict[int, np.ndarray]:
+    """Frame index -> a copy of the picture handed to the encoder (the last one for each index).
+
+    x264 does not always give the same packets for the same pictures (bench/README.md,
+    session 7: about 1 run in 15-25), so rendered pictures are compared exactly and the
+    encoded files only closely."""
+    pictures: dict[int, np.ndarray] = {}
+    write_frame = VideoWriter.write_frame
+
+    def recording(self, image, pts, index):
+        pictures[index] = image.to_array() if isinstance(image, Yuv420) else np.array(image)
+        return write_frame(self, image, pts, index)
+
+    monkeypatch.setattr(VideoWriter, "write_frame", recording)
+    return pictures
+
+
+def test_resumed_job_skips_finished_chunks_and_gives_the_same_output(stack, stack_settings: Settings, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     clip = make_sample_clip(tmp_path / "clip.mp4", seconds=2.0, width=160, height=96, fps=25, audio=True)
+    pictures = recorded_pictures(monkeypatch)
     source = h.upload_clip(stack_settings, clip)
     x, y = sample_object_center(0, 160, 96, 25)
     s3 = s3_client(stack_settings)
@@ -43,6 +64,8 @@ def test_resumed_job_skips_finished_chunks_and_gives_the_same_output(stack, stac
     ref_job = JobContext(h.job_spec(source, x, y))
     (tmp_path / "ref").mkdir()
     VideoBackend(s3, chunk_frames=10).process(clip, tmp_path / "ref" / "out.mp4", ref_job, noop, lambda: False)
+    ref_pictures = dict(pictures)
+    assert sorted(ref_pictures) == list(range(50))
 
     # The job under test: stopped once 25 frames are rendered (chunks 0 and 1 are done).
     job = JobContext(h.job_spec(source, x, y, job_id=uuid.uuid4().hex))
@@ -60,6 +83,7 @@ def test_resumed_job_skips_finished_chunks_and_gives_the_same_output(stack, stac
     assert keys == {"track.npz", "seg-00000.mp4", "seg-00001.mp4"}
 
     # Redelivered: a fresh backend (another consumer) resumes from chunk 2.
+    pictures.clear()
     again = VideoBackend(s3, chunk_frames=10)
     (tmp_path / "b").mkdir()
     n = again.process(clip, tmp_path / "b" / "out.mp4", job, noop, lambda: False)
@@ -67,9 +91,14 @@ def test_resumed_job_skips_finished_chunks_and_gives_the_same_output(stack, stac
     assert again.last_run["track_reused"] and again.last_run["segments_reused"] == [0, 1]
     assert again.last_run["segments_rendered"] == [2, 3, 4]
 
+    # The chunks rendered again get exactly the pictures of the uninterrupted run (same track).
+    assert sorted(pictures) == list(range(20, 50))
+    assert all(np.array_equal(pictures[i], ref_pictures[i]) for i in range(20, 50)), \
+        "resumed output differs from an uninterrupted run"
+    # The whole file, reused segments included, is the same video (within x264's variation).
     ref, out = frames(tmp_path / "ref" / "out.mp4"), frames(tmp_path / "b" / "out.mp4")
     assert len(out) == len(ref) == 50
-    assert all(np.array_equal(a, b) for a, b in zip(ref, out)), "resumed output differs from an uninterrupted run"
+    assert min(psnr(a, b) for a, b in zip(ref, out)) > 35.0, "resumed output differs from an uninterrupted run"
     with av.open(str(tmp_path / "b" / "out.mp4")) as c:
         assert c.streams.audio, "audio lost on the resumed output"
 
