@@ -107,6 +107,25 @@ def test_a_steady_object_is_tried_with_fewer_lk_points_and_all_when_they_fit_wor
     assert all(np.array_equal(fallback.full_mask(i), every_point.full_mask(i)) for i in range(40))
 
 
+def test_the_ring_around_an_object_is_the_whole_frame_dilation_less_the_object():
+    import cv2
+
+    from gpu_consumers.engine.tracking import _ring_of
+
+    rng = np.random.default_rng(3)
+    for trial in range(40):
+        obj = np.zeros((90, 160), np.uint8)
+        for _ in range(rng.integers(1, 4)):  # blobs anywhere, at the edges too
+            cx, cy = int(rng.integers(-10, 170)), int(rng.integers(-10, 100))
+            cv2.ellipse(obj, (cx, cy), (int(rng.integers(1, 40)), int(rng.integers(1, 30))), 0, 0, 360, 1, -1)
+        obj = obj > 0
+        r = int(np.clip(0.6 * np.sqrt(max(1.0, float(obj.sum()))), 6, 60))
+        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+        expected = (cv2.dilate(obj.astype(np.uint8), k) > 0) & ~obj
+        assert np.array_equal(_ring_of(obj), expected), f"trial {trial}"
+    assert not _ring_of(np.zeros((20, 30), bool)).any()
+
+
 def test_track_round_trips_through_bytes_and_masks_out(tmp_path):
     clip = make_gt_clip(tmp_path / "b.mp4", "basic", 160, 96, 8)
     track = ClassicTracker().track(clip.path, __import__("gpu_consumers.engine", fromlist=["probe"]).probe(clip.path),
