@@ -865,16 +865,17 @@ class ClassicTracker(VideoTracker):
             return float(np.mean(np.abs(vals.ravel()[inside].astype(np.float32) - ref_vals[inside])))
 
         candidates = [to_roi(_IDENT), to_roi(st.velocity)]
+        # In full view and found for a while: with a motion fit that explains nearly all the
+        # points, LK's fewer points and no ECC refinement do (see the class constants).
+        settled = st.found_for >= self.ECC_STEADY_AFTER and np.count_nonzero(st.vis) >= 0.9 * st.anchor_area
         if self.flow == "dis":
             flow = self._dis.calc(g0, g1, None)
             m, fit = self._fit(src, src + flow[ys, xs])
         else:  # sparse pyramidal Lucas-Kanade on up to LK_POINTS of the object's pixels
             v = to_roi(st.velocity)
-            # A steady object (in full view, found for a while, its last motion explaining
-            # nearly all its points) is first tried with fewer points; when they do not fit
-            # as well, with all of them.
-            steady = (fit_before >= self.ECC_SKIP_INLIERS and st.found_for >= self.ECC_STEADY_AFTER
-                      and np.count_nonzero(st.vis) >= 0.9 * st.anchor_area)
+            # A steady object (settled, its last motion explaining nearly all its points) is
+            # first tried with fewer points; when they do not fit as well, with all of them.
+            steady = settled and fit_before >= self.ECC_SKIP_INLIERS
             for points in ((self.LK_POINTS_STEADY, self.LK_POINTS) if steady else (self.LK_POINTS,)):
                 m, fit = self._fit(*self._lk(g0, g1, src, v, points))
                 if fit >= self.ECC_SKIP_INLIERS:
@@ -899,9 +900,8 @@ class ClassicTracker(VideoTracker):
         best = candidates[int(np.argmin(costs))]
         best_cost = min(costs)
         try:
-            steady = (fit >= self.ECC_SKIP_INLIERS and best is m and st.found_for >= self.ECC_STEADY_AFTER
-                      and np.count_nonzero(st.vis) >= 0.9 * st.anchor_area)
-            if best_cost <= self.ECC_SKIP_COST or steady:
+            flow_fits = settled and fit >= self.ECC_SKIP_INLIERS and best is m
+            if best_cost <= self.ECC_SKIP_COST or flow_fits:
                 raise cv2.error("good enough")  # the pixels already match: skip refinement
             warp = best.astype(np.float32).copy()
             criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, self.ECC_ITERATIONS, self.ECC_EPS)
