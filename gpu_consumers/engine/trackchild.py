@@ -35,6 +35,7 @@ learned model stays in the caller's process.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import multiprocessing as mp
 import os
@@ -47,7 +48,9 @@ from typing import Any
 import cv2
 import numpy as np
 
+from . import framearena
 from .errors import EngineError
+from .framearena import ArenaHandle
 from .framering import FrameRing, RingHandle
 from .livetrack import LiveTrack
 from .masks import CroppedMask
@@ -123,16 +126,20 @@ def unpack_masks(packed: tuple[tuple[int, int], list[tuple[int, int, int, int, b
 
 
 def _child_main(conn: Any, stop: Any, tracker: Any, in_path: str, info: VideoInfo, prompt: Prompt,
-                ring: RingHandle | None = None) -> None:
+                ring: RingHandle | None = None, arena: ArenaHandle | None = None) -> None:
     """The child process: track, sending masks as they become final, then the track; with
-    `ring`, also share each decoded frame with the renderer (`framering`)."""
+    `ring`, also share each decoded frame with the renderer (`framering`); with `arena`,
+    keep the small frames in the parent's memory file (`framearena`)."""
     cv2.setNumThreads(1)  # the parent renders on the other core(s)
     feed = _PipeFeed(conn)
     writer = None
+    mapped = arena.open() if arena is not None else None
     try:
-        extra = {}
+        extra: dict[str, Any] = {}
         if ring is not None:
             writer = extra["tap"] = ring.writer(conn, lambda: feed.sent, stop)
+        if mapped is not None:
+            extra["arena"] = mapped
         track = tracker.track(in_path, info, prompt, progress=feed.progress, should_cancel=stop.is_set, feed=feed,
                               **extra)
         conn.send(("done", track))
@@ -144,6 +151,8 @@ def _child_main(conn: Any, stop: Any, tracker: Any, in_path: str, info: VideoInf
     finally:
         if writer is not None:
             writer.close()
+        if mapped is not None:
+            mapped.close()
         conn.close()
 
 
@@ -209,9 +218,19 @@ class TrackingChild:
         self._conn, child_end = ctx.Pipe(duplex=False)
         self._stop = ctx.Event()
         ring = self.ring.handle if self.ring is not None else None
-        self.proc = ctx.Process(target=_child_main, args=(child_end, self._stop, *self.args, ring),
+        # The small frames go into a memory file lent for the job (`framearena`), returned
+        # to the pool once the child is gone (`close`).
+        self._leases = contextlib.ExitStack()
+        tracker, _, info, _ = self.args
+        wanted = getattr(tracker, "arena_bytes", None)  # a tracker that takes ``arena=``
+        arena = self._leases.enter_context(framearena.lease(wanted(info))) if wanted is not None else None
+        self.proc = ctx.Process(target=_child_main, args=(child_end, self._stop, *self.args, ring, arena),
                                 name="tapmask-tracker", daemon=True)
-        self.proc.start()
+        try:
+            self.proc.start()
+        except BaseException:
+            self._leases.close()
+            raise
         _server_started = True
         child_end.close()  # ours is only the reading end: EOF once the child is gone
         return self
@@ -273,6 +292,7 @@ class TrackingChild:
             self.proc.kill()
             self.proc.join()
         self._conn.close()
+        self._leases.close()  # the child is gone: its memory file may be lent again
         self.proc = None
 
 

@@ -45,6 +45,7 @@ import numpy as np
 
 from .effects import grown
 from .errors import EmptyVideo, EngineError, InvalidPrompt, JobCancelled
+from .framearena import Arena
 from .masks import MaskProvider, mask_u8
 from .livetrack import LiveTrack
 from .masktrack import MaskTrack, encode_mask
@@ -466,8 +467,8 @@ class ClassicTracker(VideoTracker):
     runs_in_child_process = True
 
     def __getstate__(self) -> dict:
-        """Everything but the DIS object (it does not pickle) and the per-track caches."""
-        return {k: v for k, v in self.__dict__.items() if k not in ("_dis", "_frames")}
+        """Everything but the DIS object (it does not pickle) and the per-track state."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_dis", "_frames", "_arena")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -480,12 +481,29 @@ class ClassicTracker(VideoTracker):
     def _load(self, i: int) -> np.ndarray:
         return self._frames.load(i)
 
+    def arena_bytes(self, info: VideoInfo) -> int:
+        """How much of a `framearena` memory file `track(..., arena=)` can use for `info`:
+        its small frames (those kept raw: `_SmallFrames`) and a mask for each."""
+        sw, sh = self._small_size(info)
+        return min(info.frame_count * sw * sh * 4, self.RAW_CACHE_BYTES)
+
+    def _kept(self, mask: np.ndarray) -> np.ndarray:
+        """A frame's mask to keep for the whole pass: copied into the arena while it has room."""
+        arena = getattr(self, "_arena", None)
+        kept = arena.take(mask.shape) if arena is not None and mask.itemsize == 1 else None
+        if kept is None:
+            return mask
+        kept = kept.view(mask.dtype)
+        np.copyto(kept, mask)
+        return kept
+
     # -- the main entry point ---------------------------------------------------------------
     def track(self, in_path, info, prompt, *, progress=None, should_cancel=None, feed=None,
-              tap: Callable[[DecodedFrame], None] | None = None) -> MaskTrack:
+              tap: Callable[[DecodedFrame], None] | None = None, arena: Arena | None = None) -> MaskTrack:
         """See `VideoTracker.track`. `tap(frame)`: called with every frame as it is decoded,
         before it is tracked, carrying its full-size planes (`DecodedFrame.planes`, None when
-        the frame has none): `trackchild` hands them to the renderer (`framering`)."""
+        the frame has none): `trackchild` hands them to the renderer (`framering`).
+        `arena`: memory to keep the small frames in while it has room (`framearena`)."""
         sw, sh = self._small_size(info)
         with VideoReader(in_path, info) as reader:
             # One decoding thread: the tracker works one frame at a time anyway, and FFmpeg's
@@ -498,11 +516,12 @@ class ClassicTracker(VideoTracker):
             if tap is not None:
                 decoded = _tapped(decoded, tap)
             try:
-                return self._track(decoded, info, prompt, sw, sh, progress, should_cancel, feed)
+                self._arena = arena
+                return self._track(decoded, info, prompt, sw, sh, progress, should_cancel, feed, arena)
             finally:
-                self._frames = None  # drop the frames
+                self._frames = self._arena = None  # drop the frames
 
-    def _track(self, decoded, info, prompt, sw, sh, progress, should_cancel, feed) -> MaskTrack:
+    def _track(self, decoded, info, prompt, sw, sh, progress, should_cancel, feed, arena=None) -> MaskTrack:
         sx, sy = sw / info.width, sh / info.height
         # Per-frame results, one entry per frame decoded so far (frames are decoded as the
         # forward pass reaches them, so the count is known only at the end).
@@ -522,7 +541,7 @@ class ClassicTracker(VideoTracker):
             passed.extend([False] * extra)
 
         frames = self._frames = _SmallFrames(decoded, info.frame_count, self.RAW_CACHE_BYTES, self.jpeg_quality,
-                                             should_cancel, grow, None if feed is None else feed.start)
+                                             should_cancel, grow, None if feed is None else feed.start, arena)
         if not frames.have(0):
             raise EmptyVideo(f"No frame of {info.path.name!r} could be decoded.")
         # The prompted frame (the last one when the file holds fewer frames than it said).
@@ -676,7 +695,7 @@ class ClassicTracker(VideoTracker):
             img = self._load(i)
             vis, c, is_lost = self._step(st, prev_img, img, i)
             if overwrite or not is_lost:
-                masks[i], conf[i], lost[i] = vis, c, is_lost
+                masks[i], conf[i], lost[i] = self._kept(vis), c, is_lost
             elif not overwrite and is_lost:
                 # Keep whatever the earlier pass had, but add what we see now (never less),
                 # for the few frames where the predicted shape is still covered.
@@ -1098,11 +1117,13 @@ class _SmallFrames:
 
     def __init__(self, decoded: Iterator[DecodedFrame], expected: int, raw_bytes: int, jpeg_quality: int,
                  should_cancel: Callable[[], bool] | None, on_decoded: Callable[[int], None],
-                 on_end: Callable[[list[int | None]], None] | None) -> None:
+                 on_end: Callable[[list[int | None]], None] | None, arena: Arena | None = None) -> None:
         """`decoded`: the reader's small frames; `expected`: the probed frame count;
         `on_decoded(count)`: called with the new count after frames were decoded (the
         tracker grows its per-frame lists); `on_end(pts)`: called once the last frame is
-        decoded, with every frame's pts."""
+        decoded, with every frame's pts; `arena`: where raw frames are kept while it has
+        room (memory pages a previous job used, `framearena`), else new arrays."""
+        self._arena = arena
         self._decoded: Iterator[DecodedFrame] | None = decoded
         self._expected, self._raw_bytes, self._quality = expected, raw_bytes, jpeg_quality
         self._should_cancel, self._on_decoded, self._on_end = should_cancel, on_decoded, on_end
@@ -1129,6 +1150,10 @@ class _SmallFrames:
             frame_bytes = small.size
             if (self._expected * frame_bytes <= self._raw_bytes
                     or len(self._store) * frame_bytes < self._raw_bytes // 2):
+                kept = self._arena.take(small.shape) if self._arena is not None else None
+                if kept is not None:
+                    np.copyto(kept, small)  # (`small` is freed, and its pages reused, at once)
+                    small = kept
                 self._store.append(small)  # a new array (`video_io.scaled_bgr`), not the decoder's
             else:
                 ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, self._quality])
