@@ -6,7 +6,8 @@ veryfast, sliced threads, no B-frames, audio copied; frames handed from decoder 
 as decoded, no colour conversion), then of
 `process_video` in blur and erase mode (tracking included, end to end), best of
 `--repeat` interleaved runs each, and the ratios
-(targets: blur >= 0.5, erase >= 0.2). Clips are 12 s (300 frames) by default: from that
+(targets: blur >= 0.5, erase >= 0.2), then each round's own ratios (plain and the mode run
+back to back), which show how much the machine's speed moved during the run. Clips are 12 s (300 frames) by default: from that
 length on, blur tracks in a child process beside the renderer (`engine.trackchild`; its fork
 server starts once per process, ~0.7 s, which the first of the repeats pays and the best of
 them does not). Then the peak RSS of a subprocess that runs blur mode on a 60-second 1080p
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -155,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"engine speed: {args.seconds:g}-s clips at 25 fps; ratios = mode fps / plain decode+encode fps")
     print(f"{'size':<11}{'plain fps':>10}{'blur fps':>10}{'blur ratio':>11}{'erase fps':>10}{'erase ratio':>12}"
           f"{'plain via BGR':>16}")
+    rounds: list[tuple[str, list[float], list[float]]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes.split(","):
             w, h = (int(v) for v in size.split("x"))
@@ -172,8 +175,15 @@ def main(argv: list[str] | None = None) -> int:
             rb, re_ = t_plain / t_blur, t_plain / t_erase
             print(f"{size:<11}{n / t_plain:>10.1f}{n / t_blur:>10.1f}{rb:>10.2f}{'' if rb >= 0.5 else '!'}"
                   f"{n / t_erase:>10.1f}{re_:>11.2f}{'' if re_ >= 0.2 else '!'}{n / t_bgr:>16.1f}")
+            rounds.append((size, [p / b for p, b in zip(runs["plain"], runs["blur"])],
+                           [p / e for p, e in zip(runs["plain"], runs["erase"])]))
     print("('!' = below target: blur 0.5, erase 0.2; plain = frames from decoder to encoder as decoded;\n"
           " plain via BGR = the same through a BGR conversion and back, for reference only)")
+    # The ratios above are best against best. Each round's own ratio (plain and the mode run
+    # back to back) shows how much the machine moved during the run.
+    for size, blur, erase in rounds:
+        print(f"{size}: each round's blur ratio {', '.join(f'{r:.2f}' for r in blur)} (median "
+              f"{statistics.median(blur):.2f}); erase {', '.join(f'{r:.2f}' for r in erase)}")
     if args.rss_seconds > 0:
         rss_child(args.rss_seconds)
     return 0
