@@ -53,19 +53,13 @@ class ArenaHandle:
         """Child side: the file mapped (the handle's descriptor, the child's copy, is closed),
         or None when it cannot be mapped."""
         try:
-            with contextlib.closing(_Fd(self.fd)):
-                mm = mmap.mmap(self.fd, self.size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
+            # MAP_POPULATE: the pages are mapped in one call, not faulted in one by one.
+            mm = mmap.mmap(self.fd, self.size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
         except (OSError, ValueError):
             return None
+        finally:
+            os.close(self.fd)
         return Arena(mm)
-
-
-class _Fd:
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-
-    def close(self) -> None:
-        os.close(self.fd)
 
 
 def _rebuild(dup: reduction.DupFd, size: int) -> ArenaHandle:
@@ -110,13 +104,13 @@ def lease(nbytes: int) -> Iterator[ArenaHandle | None]:
         if have < size:
             os.ftruncate(fd, size)
             have = size
-    except (AttributeError, OSError):
+    except (AttributeError, OSError):  # no memfd here, or no memory for it: ordinary arrays
         if fd >= 0:
             os.close(fd)
-        yield None
-        return
+        fd = -1
     try:
-        yield ArenaHandle(fd, size)
+        yield ArenaHandle(fd, size) if fd >= 0 else None
     finally:
-        with _lock:
-            _free.append((fd, have))
+        if fd >= 0:
+            with _lock:
+                _free.append((fd, have))

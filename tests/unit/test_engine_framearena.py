@@ -62,6 +62,16 @@ def test_nothing_is_lent_when_the_arena_is_switched_off(monkeypatch) -> None:
     assert framearena._free == []
 
 
+def test_without_memfd_nothing_is_lent_and_nothing_is_kept(monkeypatch) -> None:
+    def refuse(*args):
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(os, "memfd_create", refuse)
+    with framearena.lease(1 << 20) as a:
+        assert a is None
+    assert framearena._free == []
+
+
 def test_a_child_process_writes_the_lent_file_and_its_pages_stay_for_the_next_job() -> None:
     ctx = trackchild.context()
     with framearena.lease(3 * 4096) as handle:
