@@ -9,6 +9,8 @@ Public entry point: `process_video`. Pieces, one job per module:
 * `masktrack`- `MaskTrack`: every frame's mask + confidence + lost flag, compact, save/load;
 * `livetrack`- `LiveTrack`: final masks published while tracking runs (render alongside);
 * `trackchild`- `TrackingChild`: the tracking pass in a child process feeding a `LiveTrack`;
+* `framering`- the child's decoded frames handed to the renderer (the video decoded once);
+* `framearena`- memory files the parent lends its tracking children for their small frames;
 * `render`   - pass 2: `render_segment` (frames [start, end) -> encoded segment),
                `join_segments` (+ audio), `plan_chunks`, `render_video`;
 * `erase`    - background from neighbouring frames along the camera motion + inpainting;
