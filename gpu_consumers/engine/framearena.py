@@ -82,6 +82,16 @@ class Arena:
         self._used += nbytes
         return out
 
+    def keep(self, array: np.ndarray) -> np.ndarray:
+        """`array` to keep for the whole pass: a copy in the arena while it has room (one-byte
+        samples only: frames, masks), else `array` itself."""
+        kept = self.take(array.shape) if array.itemsize == 1 else None
+        if kept is None:
+            return array
+        kept = kept.view(array.dtype)
+        np.copyto(kept, array)
+        return kept
+
     def close(self) -> None:
         """Unmap the file, unless arrays taken from it are still alive (then at exit)."""
         with contextlib.suppress(BufferError):

@@ -490,12 +490,7 @@ class ClassicTracker(VideoTracker):
     def _kept(self, mask: np.ndarray) -> np.ndarray:
         """A frame's mask to keep for the whole pass: copied into the arena while it has room."""
         arena = getattr(self, "_arena", None)
-        kept = arena.take(mask.shape) if arena is not None and mask.itemsize == 1 else None
-        if kept is None:
-            return mask
-        kept = kept.view(mask.dtype)
-        np.copyto(kept, mask)
-        return kept
+        return arena.keep(mask) if arena is not None else mask
 
     # -- the main entry point ---------------------------------------------------------------
     def track(self, in_path, info, prompt, *, progress=None, should_cancel=None, feed=None,
@@ -517,11 +512,11 @@ class ClassicTracker(VideoTracker):
                 decoded = _tapped(decoded, tap)
             try:
                 self._arena = arena
-                return self._track(decoded, info, prompt, sw, sh, progress, should_cancel, feed, arena)
+                return self._track(decoded, info, prompt, sw, sh, progress, should_cancel, feed)
             finally:
                 self._frames = self._arena = None  # drop the frames
 
-    def _track(self, decoded, info, prompt, sw, sh, progress, should_cancel, feed, arena=None) -> MaskTrack:
+    def _track(self, decoded, info, prompt, sw, sh, progress, should_cancel, feed) -> MaskTrack:
         sx, sy = sw / info.width, sh / info.height
         # Per-frame results, one entry per frame decoded so far (frames are decoded as the
         # forward pass reaches them, so the count is known only at the end).
@@ -541,7 +536,7 @@ class ClassicTracker(VideoTracker):
             passed.extend([False] * extra)
 
         frames = self._frames = _SmallFrames(decoded, info.frame_count, self.RAW_CACHE_BYTES, self.jpeg_quality,
-                                             should_cancel, grow, None if feed is None else feed.start, arena)
+                                             should_cancel, grow, None if feed is None else feed.start, self._arena)
         if not frames.have(0):
             raise EmptyVideo(f"No frame of {info.path.name!r} could be decoded.")
         # The prompted frame (the last one when the file holds fewer frames than it said).
@@ -1150,10 +1145,8 @@ class _SmallFrames:
             frame_bytes = small.size
             if (self._expected * frame_bytes <= self._raw_bytes
                     or len(self._store) * frame_bytes < self._raw_bytes // 2):
-                kept = self._arena.take(small.shape) if self._arena is not None else None
-                if kept is not None:
-                    np.copyto(kept, small)  # (`small` is freed, and its pages reused, at once)
-                    small = kept
+                if self._arena is not None:
+                    small = self._arena.keep(small)  # (a copy: `small`'s pages are reused at once)
                 self._store.append(small)  # a new array (`video_io.scaled_bgr`), not the decoder's
             else:
                 ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, self._quality])

@@ -120,3 +120,17 @@ def test_the_child_tracks_the_same_with_its_frames_in_the_arena_and_returns_the_
         assert np.array_equal(there.confidence, here.confidence)
         for i in range(len(here)):
             assert np.array_equal(feed.full_mask(i), here.full_mask(i)), f"frame {i}"
+
+
+def test_keep_copies_one_byte_arrays_into_the_arena_with_their_dtype_and_leaves_the_rest() -> None:
+    mm = mmap.mmap(-1, 100)
+    arena = framearena.Arena(mm)
+    mask = np.zeros((6, 8), bool)
+    mask[2:4, 3:6] = True
+    kept = arena.keep(mask)
+    assert kept.dtype == np.bool_ and np.array_equal(kept, mask)
+    assert np.shares_memory(kept, np.frombuffer(mm, np.uint8)) and not np.shares_memory(kept, mask)
+    wide = np.ones((2, 2), np.float32)
+    assert arena.keep(wide) is wide  # not one byte a sample: kept as it is
+    too_big = np.zeros((10, 10), np.uint8)
+    assert arena.keep(too_big) is too_big  # 48 + 100 > 100 bytes: no room left
